@@ -1,0 +1,32 @@
+"""discover: a JAX platform for discovering learning algorithms.
+
+Update rules are small symbolic programs (:func:`parse`, :class:`Program`) run by a batched
+interpreter over whole populations (:mod:`discover.interpreter`) and exported as ordinary optax
+optimizers (:func:`to_optax`, :func:`export_module`).
+"""
+
+from discover.analysis import dead_fraction, fingerprint, fingerprints, remove_dead_code, structural_hash
+from discover.optax_export import export_module, to_optax
+from discover.program import Program, ProgramError, Statement, parse
+
+__version__ = "0.1.0"
+
+
+def seed(name: str) -> Program:
+    """A baseline optimizer written in the language (see :data:`search_spaces.update_rules.SEED_NAMES`)."""
+    from search_spaces.update_rules import seed as _seed  # search_spaces builds on discover: import late
+
+    return _seed(name)
+
+
+def seeds() -> dict[str, Program]:
+    """Every baseline seed program, by name."""
+    from search_spaces.update_rules import seeds as _seeds
+
+    return _seeds()
+
+
+__all__ = [
+    "Program", "ProgramError", "Statement", "parse", "to_optax", "export_module", "seed", "seeds",
+    "fingerprint", "fingerprints", "remove_dead_code", "structural_hash", "dead_fraction",
+]
