@@ -60,9 +60,14 @@ def _reads_h_allowed(program: Program) -> bool:
     return "h" in program.params
 
 
-def _random_arg(rng, names, const_prob=0.25):
+def _sample_constant(rng, space):
+    sample = getattr(space, "sample_constant", None)
+    return float(sample(rng)) if sample else random_constant(rng)
+
+
+def _random_arg(rng, names, space=None, const_prob=0.25):
     if rng.random() < const_prob or not names:
-        return random_constant(rng)
+        return _sample_constant(rng, space)
     return names[int(rng.integers(len(names)))]
 
 
@@ -79,7 +84,7 @@ def _insert(program, rng, space):
     i = int(rng.integers(len(program.statements) + 1))
     names = _defined_before(program, i)
     op = OP_BY_NAME[ops_allowed[int(rng.integers(len(ops_allowed)))]]
-    args = tuple(_random_arg(rng, names) for _ in range(op.arity))
+    args = tuple(_random_arg(rng, names, space) for _ in range(op.arity))
     if all(not isinstance(a, str) for a in args):  # keep at least one variable input
         args = (names[int(rng.integers(len(names)))],) + args[1:]
     params = program.params
@@ -119,7 +124,7 @@ def _modify_arg(program, rng, space):
     st = program.statements[i]
     k = int(rng.integers(len(st.args)))
     args = list(st.args)
-    args[k] = _random_arg(rng, _defined_before(program, i))
+    args[k] = _random_arg(rng, _defined_before(program, i), space)
     return _replace_statement(program, i, Statement(st.dst, st.op, tuple(args)))
 
 
@@ -130,10 +135,11 @@ def _modify_const(program, rng, space):
     i, k = spots[int(rng.integers(len(spots)))]
     st = program.statements[i]
     args = list(st.args)
+    perturb = getattr(space, "perturb_constant", None)
     if rng.random() < 0.5:
-        args[k] = random_constant(rng)
+        args[k] = _sample_constant(rng, space)
     else:
-        args[k] = _round_sig(args[k] * 2.0 ** rng.normal())
+        args[k] = float(perturb(args[k], rng)) if perturb else _round_sig(args[k] * 2.0 ** rng.normal())
     if not math.isfinite(args[k]):
         return None
     return _replace_statement(program, i, Statement(st.dst, st.op, tuple(args)))
