@@ -12,6 +12,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
@@ -31,7 +32,7 @@ class UserError(Exception):
 
 
 def fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -108,7 +109,8 @@ def export_cmd(
         os.replace(tmp, output)
     except OSError as e:
         fail(f"{output}: cannot write: {e}")
-    console.print(f"wrote {output}: `from {output.stem} import {prog.name}; opt = {prog.name}(1e-3)`")
+    console.print(escape(f"wrote {output}: `from {output.stem} import {prog.name}; opt = {prog.name}(1e-3)`"),
+                  highlight=False)
 
 
 def _run(fn, *args, **kwargs):

@@ -28,6 +28,7 @@ from discover.ops import INFIX, OP_BY_NAME
 
 INPUTS = ("g", "w", "lr", "t", "h")
 MAX_LEN = 32  # default bound on the number of statements
+FLOAT32_MAX = 3.4028234663852886e38
 
 _BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.Pow: "pow"}
 _INFIX_OF = {v: k for k, v in INFIX.items()}
@@ -140,6 +141,8 @@ class _Flattener:
                 raise _err(node, "non-finite constant: integer literal too large for a float") from None
             if not math.isfinite(v):
                 raise _err(node, f"non-finite constant {node.value!r}")
+            if abs(v) > FLOAT32_MAX:  # programs run in float32: this would be inf there
+                raise _err(node, f"non-finite constant {node.value!r} (beyond the float32 range)")
             return v
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
             inner = self.constant(node.operand)
@@ -216,11 +219,11 @@ def parse(text: str, *, max_len: int = MAX_LEN, allow_h: bool = True) -> Program
     try:
         tree = ast.parse(text)
     except SyntaxError as e:
-        raise ProgramError(f"syntax error: {e.msg}", e.lineno or 1, max(e.offset or 1, 1)) from None
-    except ValueError:  # null bytes or lone surrogates, which ast.parse rejects without a location
-        i = next((i for i, ch in enumerate(text) if ch == "\0" or "\ud800" <= ch <= "\udfff"), 0)
-        what = "null byte" if text[i:i + 1] == "\0" else f"invalid character U+{ord(text[i:i + 1] or ' '):04X}"
-        raise ProgramError(f"{what} is not allowed in programs", *_line_col(text, i)) from None
+        if e.lineno is None:  # null bytes: the parser gives no location
+            raise _bad_character(text) from None
+        raise ProgramError(f"syntax error: {e.msg}", e.lineno, max(e.offset or 1, 1)) from None
+    except ValueError:  # lone surrogates (null bytes on some Python versions): no location either
+        raise _bad_character(text) from None
     except (MemoryError, RecursionError):  # absurd nesting (e.g. thousands of chained operators)
         lines = _lines(text)
         longest = max(range(len(lines)), key=lambda k: len(lines[k]))
@@ -229,6 +232,14 @@ def parse(text: str, *, max_len: int = MAX_LEN, allow_h: bool = True) -> Program
         return _parse_tree(tree, max_len=max_len, allow_h=allow_h)
     except ProgramError as e:  # ast columns count UTF-8 bytes; report characters
         raise _in_characters(e, text) from None
+
+
+def _bad_character(text: str) -> ProgramError:
+    i = next((i for i, ch in enumerate(text) if ch == "\0" or "\ud800" <= ch <= "\udfff"), None)
+    if i is None:
+        return ProgramError("cannot parse program as Python source", 1, 1)
+    what = "a null byte" if text[i] == "\0" else f"character U+{ord(text[i]):04X}"
+    return ProgramError(f"{what} is not allowed in programs", *_line_col(text, i))
 
 
 def _lines(text: str) -> list[str]:
