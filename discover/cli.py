@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -114,11 +115,97 @@ def export_cmd(
 
 
 def _run(fn, *args, **kwargs):
-    """Run fn, turning user errors into one line and exit code 2."""
+    """Run fn, turning user errors (bad program, config, run directory) into one line and exit code 2."""
+    from discover.config import ConfigError
+
     try:
         return fn(*args, **kwargs)
-    except UserError as e:
+    except (UserError, ConfigError) as e:
         fail(str(e))
+
+
+# --- searches ----------------------------------------------------------------------------------------
+def _searches(kind: str):
+    """(load_config(path, overrides), new_run_dir(config, out), run(config, run_dir, resume, progress))."""
+    if kind == "update_rule":
+        from discover import search
+
+        return search.load_search_config, search.new_run_dir, search.run_search
+    from discover import rl_search
+    from discover.config import load_config
+    from discover.rundir import RunDir
+    from discover.config import dump_config
+
+    def load(path, overrides):
+        return load_config(rl_search.RLSearchConfig, path, overrides)
+
+    def new_run_dir(config, out):
+        return RunDir.create(root=out or "checkpoints", name=config.name, config_yaml=dump_config(config))
+
+    return load, new_run_dir, rl_search.run_rl_search
+
+
+def _progress():
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                    console=console, transient=False)
+
+
+def _report(summary: dict, run_dir) -> None:
+    console.rule("result")
+    if summary.get("interrupted"):
+        console.print(f"stopped after generation {summary.get('generations_done', '?')}: checkpoint saved; "
+                      f"continue with `discover resume {run_dir.path}`", highlight=False)
+    if "best_program" in summary:
+        console.print(Syntax(summary["best_program"], "python", theme="ansi_dark"))
+        console.print(f"best fitness {summary['best_fitness']:.4f} (val loss / tuned AdamW; < 1 beats AdamW), "
+                      f"meta-validation {summary['best_metaval']:.4f}; seeds: {summary['seed_fitness']:.4f}",
+                      highlight=False)
+        console.print(f"cache hit rate {summary['cache_hit_rate']:.0%}, dead statements "
+                      f"{summary['dead_share']:.0%}, {summary['candidates_scored']} candidates scored",
+                      highlight=False)
+    for key in ("best_normalized_return", "ppo_normalized_return", "dpo_normalized_return"):
+        if key in summary:
+            console.print(f"{key.replace('_', ' ')}: {summary[key]:.3f}", highlight=False)
+    console.print(f"run directory: {run_dir.path}  (best.py, hall_of_fame.json, results.json)", highlight=False)
+    console.print(f"TensorBoard: tensorboard --logdir {run_dir.tb_dir}", highlight=False)
+
+
+@app.command("search")
+def search_cmd(
+    config: Optional[Path] = typer.Argument(None, help="experiment YAML (default: experiments/quickstart.yaml)"),
+    set_: list[str] = typer.Option([], "--set", help="override a config key: --set evolution.generations=5"),
+    out: Optional[Path] = typer.Option(None, "--out", help="parent folder of the run directory (default checkpoints/)"),
+) -> None:
+    """Run a search: update rules (kind: update_rule) or an RL objective (kind: rl_objective)."""
+    from discover.config import peek_kind
+
+    kind = "update_rule" if config is None else _run(peek_kind, str(config), ("update_rule", "rl_objective"))
+    load, new_run_dir, run = _searches(kind)
+    cfg = _run(load, config, list(set_))
+    run_dir = _run(new_run_dir, cfg, out)
+    console.print(f"run directory: {run_dir.path}", highlight=False)
+    with _progress() as progress:
+        summary = _run(run, cfg, run_dir, False, progress)
+    _report(summary, run_dir)
+    raise typer.Exit(code=130 if summary.get("interrupted") else 0)
+
+
+@app.command("resume")
+def resume_cmd(run_dir: Path = typer.Argument(..., help="a run directory written by `discover search`")) -> None:
+    """Continue a stopped or killed search from its newest good checkpoint."""
+    from discover.config import peek_kind
+    from discover.rundir import RunDir
+
+    rd = _run(RunDir.open, run_dir)
+    kind = _run(peek_kind, str(rd.config_path), ("update_rule", "rl_objective"))
+    load, _, run = _searches(kind)
+    cfg = _run(load, rd.config_path, [])
+    with _progress() as progress:
+        summary = _run(run, cfg, rd, True, progress)
+    _report(summary, rd)
+    raise typer.Exit(code=130 if summary.get("interrupted") else 0)
 
 
 def main() -> None:
