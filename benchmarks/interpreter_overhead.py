@@ -91,10 +91,11 @@ def run(task_name: str, P: int, repeats: int, max_len: int, n_state: int) -> dic
 
 
 def to_markdown(result: dict) -> str:
+    header = (f"Task `{result['task']}` ({result['params_per_member']} params/member, {result['steps']} steps), "
+              f"population {result['population']}, max program length {result['max_len']}, "
+              f"median of {result['repeats']} interleaved runs; {result['machine']}.")
     lines = [
-        f"Task `{result['task']}` ({result['params_per_member']} params/member, {result['steps']} steps), "
-        f"population {result['population']}, max program length {result['max_len']}, "
-        f"median of {result['repeats']} interleaved runs.",
+        header,
         "",
         "| variant | ms / step | ratio vs optax.adamw |",
         "|---|---|---|",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -76,7 +76,7 @@ _FP_SEGMENTS = ((0, 10), (10, 6))
 _FP_N, _FP_STEPS = 16, 6
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _fingerprint_fn(max_len: int, n_state: int):
     rng = np.random.default_rng(12345)
     gs = jnp.asarray(rng.normal(size=(_FP_STEPS, _FP_N)) * rng.choice([1e-3, 1.0, 10.0], size=_FP_N), jnp.float32)

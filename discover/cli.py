@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -132,9 +131,8 @@ def _searches(kind: str):
 
         return search.load_search_config, search.new_run_dir, search.run_search
     from discover import rl_search
-    from discover.config import load_config
+    from discover.config import dump_config, load_config
     from discover.rundir import RunDir
-    from discover.config import dump_config
 
     def load(path, overrides):
         return load_config(rl_search.RLSearchConfig, path, overrides)
@@ -174,9 +172,9 @@ def _report(summary: dict, run_dir) -> None:
 
 @app.command("search")
 def search_cmd(
-    config: Optional[Path] = typer.Argument(None, help="experiment YAML (default: experiments/quickstart.yaml)"),
+    config: Path | None = typer.Argument(None, help="experiment YAML (default: experiments/quickstart.yaml)"),
     set_: list[str] = typer.Option([], "--set", help="override a config key: --set evolution.generations=5"),
-    out: Optional[Path] = typer.Option(None, "--out", help="parent folder of the run directory (default checkpoints/)"),
+    out: Path | None = typer.Option(None, "--out", help="parent folder of the run directory (default checkpoints/)"),
 ) -> None:
     """Run a search: update rules (kind: update_rule) or an RL objective (kind: rl_objective)."""
     from discover.config import peek_kind

@@ -15,7 +15,8 @@ few ops it uses rather than for the whole vocabulary, and padding statements cos
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -16,7 +16,7 @@ after a deletion, too long, ...) is mutated again from the parent.
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

@@ -16,7 +16,8 @@ import functools
 import inspect
 import keyword
 import textwrap
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -92,7 +93,7 @@ def _state_class(program: Program):
     return _state_class_for(program.name, program.state)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _state_class_for(name: str, state: tuple[str, ...]):
     # One class per (name, state): jax compares pytree node types, so two to_optax calls on one
     # program (e.g. under optax.inject_hyperparams) must build identical state types.
@@ -169,7 +170,7 @@ def export_module(program: Program) -> str:
         while new in reserved:
             new += "_"
         rename[name] = new
-    v = lambda a: rename[a] if isinstance(a, str) else f"f32({float(a)!r})"  # noqa: E731
+    v = lambda a: rename[a] if isinstance(a, str) else f"f32({float(a)!r})"
 
     body = []
     for st in program.statements:

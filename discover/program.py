@@ -103,7 +103,7 @@ class Program:
         lines.append(f"    return {', '.join((self.update,) + self.state)}")
         return "\n".join(lines) + "\n"
 
-    def replace(self, **kw) -> "Program":
+    def replace(self, **kw) -> Program:
         return dataclasses.replace(self, **kw)
 
 
