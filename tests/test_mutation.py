@@ -9,18 +9,7 @@ import discover
 from discover.mutation import mutate, random_constant, validate
 from discover.program import parse
 
-ADAMW = discover.parse(
-    """
-def adamw(g, w, m, v, lr, t):
-    m = interp(g, m, 0.9)
-    v = interp(square(g), v, 0.999)
-    mh = m / (1.0 - pow(0.9, t))
-    vh = v / (1.0 - pow(0.999, t))
-    update = mh / (sqrt(vh) + 1e-8)
-    update = (update + w * 0.0001) * lr
-    return update, m, v
-"""
-)
+ADAMW = discover.seed("adamw")
 
 
 @dataclasses.dataclass(frozen=True)
