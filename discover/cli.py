@@ -115,11 +115,12 @@ def export_cmd(
 
 def _run(fn, *args, **kwargs):
     """Run fn, turning user errors (bad program, config, run directory) into one line and exit code 2."""
+    from discover.checkpointing import CheckpointError
     from discover.config import ConfigError
 
     try:
         return fn(*args, **kwargs)
-    except (UserError, ConfigError) as e:
+    except (UserError, ConfigError, CheckpointError) as e:
         fail(str(e))
 
 

@@ -87,8 +87,7 @@ def make_child(parent: Program, rng: np.random.Generator, space, weights: Mappin
     the parent back or leaves the space) is counted in ``invalid`` and re-mutated, up to ``max_tries``."""
     invalid = 0
     for _ in range(max_tries):
-        out = mutate(parent, rng, space, weights)
-        child, kind = out if isinstance(out, tuple) else (out, "mutation")
+        child, kind = mutate(parent, rng, space, weights, max_tries=1)  # each failed try is counted here
         if child != parent and kind != "none" and space.admits(child):
             return child, kind, invalid
         invalid += 1

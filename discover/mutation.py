@@ -183,13 +183,14 @@ def validate(program: Program, space=None) -> Program:
 
 
 def mutate(program: Program, rng: np.random.Generator, space=None,
-           weights: Mapping[str, float] | None = None) -> tuple[Program, str]:
-    """One valid child of `program` and the name of the mutation that made it."""
+           weights: Mapping[str, float] | None = None, max_tries: int = MAX_TRIES) -> tuple[Program, str]:
+    """One valid child of `program` and the name of the mutation that made it; after `max_tries`
+    attempts that give no valid new program, `(program, "none")`."""
     weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
     names = [n for n in MUTATIONS if weights.get(n, 0.0) > 0]
     p = np.array([weights[n] for n in names], dtype=np.float64)
     p /= p.sum()
-    for _ in range(MAX_TRIES):
+    for _ in range(max_tries):
         kind = names[int(rng.choice(len(names), p=p))]
         child = MUTATIONS[kind](program, rng, space)
         if child is None or child == program:

@@ -290,9 +290,13 @@ def _hparam_value(value: Any) -> bool | int | float | str:
 class TBLogger:
     """TensorBoard events under a run directory's ``tb/`` (see the module docstring)."""
 
-    def __init__(self, target: RunDir | str | os.PathLike, flush_secs: int = 30) -> None:
+    def __init__(self, target: RunDir | str | os.PathLike, flush_secs: int = 30,
+                 purge_step: int | None = None) -> None:
         self.logdir = target.tb_dir if isinstance(target, RunDir) else pathlib.Path(target)
         self.flush_secs = flush_secs
+        # A resumed run passes its checkpoint's step + 1: TensorBoard then hides the events that the
+        # stopped run wrote after that checkpoint, so no step is shown twice.
+        self.purge_step = purge_step
         self.enabled = is_main_process()
         self._writer = None
 
@@ -303,7 +307,8 @@ class TBLogger:
             from tensorboardX import SummaryWriter
 
             self.logdir.mkdir(parents=True, exist_ok=True)
-            self._writer = SummaryWriter(logdir=str(self.logdir), flush_secs=self.flush_secs)
+            self._writer = SummaryWriter(logdir=str(self.logdir), flush_secs=self.flush_secs,
+                                         purge_step=self.purge_step)
         return self._writer
 
     def scalars(self, step: int, values: Mapping[str, Any]) -> None:

@@ -806,13 +806,7 @@ def run_search(config: SearchConfig, run_dir: RunDir, resume: bool = False, prog
         state = state_from_checkpoint(arrays, meta)
         resumed_from = state.generation
 
-    tb = TBLogger(run_dir)
-    if resumed_from is not None:
-        # Events after the checkpoint were written by the stopped run: TensorBoard hides them (purge_step).
-        from tensorboardX import SummaryWriter
-
-        tb.logdir.mkdir(parents=True, exist_ok=True)
-        tb._writer = SummaryWriter(logdir=str(tb.logdir), flush_secs=tb.flush_secs, purge_step=resumed_from + 1)
+    tb = TBLogger(run_dir, purge_step=None if resumed_from is None else resumed_from + 1)
     if state is None:
         tb.text("config", "```yaml\n" + dump_config(config) + "```", 0)
         state = initial_state(ctx)

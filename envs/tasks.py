@@ -44,7 +44,7 @@ KINDS = ("proxy", "metaval", "target")
 
 # Bump when a task's code changes what it computes: it is part of every task's `spec`, hence of the
 # tuned-AdamW baseline cache key (envs/baselines.py).
-TASK_CODE_VERSION = 1
+TASK_CODE_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
