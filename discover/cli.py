@@ -207,6 +207,94 @@ def resume_cmd(run_dir: Path = typer.Argument(..., help="a run directory written
     raise typer.Exit(code=130 if summary.get("interrupted") else 0)
 
 
+# --- simplify and transfer --------------------------------------------------------------------------
+def _floats(text: str | None, option: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        fail(f"{option}: expected comma-separated numbers, got {text!r}")
+
+
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _user_call(fn, *args, **kwargs):
+    """Like _run, and the entry points' ValueErrors for bad arguments are user errors too."""
+    try:
+        return _run(fn, *args, **kwargs)
+    except ValueError as e:
+        fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+
+
+@app.command("simplify")
+def simplify_cmd(
+    source: str = typer.Argument(..., help="a program file, a seed name, or a search run directory (its best.py)"),
+    tolerance: float = typer.Option(0.01, help="keep a change if fitness <= original * (1 + tolerance)"),
+    tasks: str | None = typer.Option(None, help="comma-separated tasks (default: the run's meta-validation tasks)"),
+    seeds: int | None = typer.Option(None, help="training seeds per task"),
+    steps: int | None = typer.Option(None, help="training steps per task (default: the task's own)"),
+    out: Path | None = typer.Option(None, "--out", help="report folder (default: the run dir or a new one)"),
+) -> None:
+    """Shorten a program while its meta-validation fitness stays within a tolerance; report every step."""
+    from discover.simplify import run_simplify
+
+    path = Path(source)
+    program = source if (path.exists() or path.is_dir()) else _run(load_program, source)
+    result, _steps = _user_call(run_simplify, program, tolerance=tolerance, tasks=_names(tasks), seeds=seeds,
+                                steps=steps, out_dir=out, console=console)
+    console.print(Syntax(str(result), "python", theme="ansi_dark"))
+
+
+def _is_rl_source(source: str) -> bool:
+    path = Path(source)
+    if path.suffix == ".npz":
+        return True
+    if (path / "config.yaml").is_file():
+        from discover.config import ConfigError, peek_kind
+
+        try:
+            return peek_kind(str(path / "config.yaml")) == "rl_objective"
+        except ConfigError:  # an unreadable config is reported by whichever path opens it
+            return False
+    return False
+
+
+@app.command("transfer")
+def transfer_cmd(
+    sources: list[str] = typer.Argument(..., help="programs (files, seeds, run dirs) or ONE RL run dir / drift"),
+    tasks: str = typer.Option("target", help="update rules: comma-separated target tasks or kinds"),
+    baselines: str = typer.Option("adamw,lion,sgdm", help="update rules: baselines to tune alongside"),
+    lr_grid: str | None = typer.Option(None, help="update rules: lr multipliers, e.g. 0.1,0.3,1,3,10"),
+    wd_grid: str | None = typer.Option(None, help="update rules: weight decays, e.g. 0,0.1"),
+    envs: str | None = typer.Option(None, help="RL: environments (default: meta-training env + held-out)"),
+    horizons: str | None = typer.Option(None, help="RL: multiples of the training horizon, e.g. 0.25,1,4"),
+    seeds: int | None = typer.Option(None, help="seeds per configuration"),
+    steps: int | None = typer.Option(None, help="update rules: training steps per task"),
+    out: Path | None = typer.Option(None, "--out", help="output folder"),
+) -> None:
+    """Evaluate discovered algorithms on held-out tasks against tuned baselines (table + plots)."""
+    if len(sources) == 1 and _is_rl_source(sources[0]):
+        from discover.rl_transfer import run_rl_transfer
+
+        table = _user_call(run_rl_transfer, sources[0], _names(envs), _floats(horizons, "--horizons"),
+                           seeds or 4, out)
+    else:
+        from discover.transfer import run_transfer
+
+        programs = {}
+        for src in sources:
+            label = Path(src).name if Path(src).is_dir() else Path(src).stem
+            programs[label] = _run(load_program, src)
+        kwargs = {k: v for k, v in {"lr_grid": _floats(lr_grid, "--lr-grid"), "wd_grid": _floats(wd_grid, "--wd-grid"),
+                                    "seeds": seeds}.items() if v is not None}
+        table = _user_call(run_transfer, programs, tasks=_names(tasks), baselines=_names(baselines),
+                           steps_override=steps, out_dir=out, console=console, **kwargs)
+    console.print(table, highlight=False, markup=False)
+
+
 def main() -> None:
     try:
         app()
