@@ -172,3 +172,18 @@ def test_a_real_process_reports_a_bad_program_in_one_line_with_exit_code_2(tmp_p
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert f"{bad}:3:14: " in lines[0] and "unknown op 'foo'" in lines[0]
+
+
+def test_transfer_command_writes_its_report_and_names_bad_tasks(tmp_path):
+    from discover.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "transfer"
+    args = ["transfer", "lion", "adam", "--tasks", "noisy_quadratic_proxy", "--steps", "10", "--seeds", "1",
+            "--lr-grid", "1", "--wd-grid", "0", "--baselines", "adamw", "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = (out / "transfer.md").read_text()
+    assert "| lion (program) |" in report and "| AdamW |" in report
+    bad = runner.invoke(app, ["transfer", "lion", "--tasks", "nope", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "unknown task 'nope'" in bad.output and "Traceback" not in bad.output
