@@ -26,10 +26,6 @@ from discover import ops
 from discover.program import Program
 
 N_INPUT_REGS = 5
-# Cheap op groups always run on the whole population; a costly group used by at most P // 8 members
-# at a statement runs on those members' rows only.
-_CHEAP_GROUPS = ("linear", "piecewise", "div", "root")
-COMPACT_FRACTION = 8
 INPUT_REG = {"g": 0, "w": 1, "lr": 2, "t": 3, "h": 4}
 
 
@@ -153,7 +149,6 @@ def run_population(enc: Encoded, regs, g, w, lr, t, h=None, *, segments=None):
     f32 = jnp.float32
     members = jnp.arange(P)
     group_of = jnp.asarray(_GROUP_OF)
-    compact_rows = max(1, P // COMPACT_FRACTION)
 
     inputs = (g, w, jnp.broadcast_to(jnp.asarray(lr, f32)[:, None], (P, N)),
               jnp.broadcast_to(jnp.asarray(t, f32), (P, N)), h)
@@ -165,9 +160,9 @@ def run_population(enc: Encoded, regs, g, w, lr, t, h=None, *, segments=None):
         op_i = enc.op[:, i]
         group_i = group_of[op_i]
 
-        def read(regs, k, rows=members):
-            v = regs[enc.arg[rows, i, k], rows]
-            return jnp.where(enc.is_const[rows, i, k][:, None], enc.const[rows, i, k][:, None], v)
+        def read(regs, k):
+            v = regs[enc.arg[:, i, k], members]
+            return jnp.where(enc.is_const[:, i, k][:, None], enc.const[:, i, k][:, None], v)
 
         # The arguments are gathered once per statement; each op group then runs under a cond on "does
         # any member use it here", so groups nobody uses cost a predicate. Measured: gathering inside
@@ -176,33 +171,13 @@ def run_population(enc: Encoded, regs, g, w, lr, t, h=None, *, segments=None):
         comp = enc.comp[:, i][:, None]
         out = jnp.zeros((P, N), f32)
         for gi, group in enumerate(_GROUP_MEMBERS):
-            used = group_i == gi
-            count = jnp.sum(used)
-
-            def full(regs, a, b, out, group=group):
+            def compute(regs, a, b, out, group=group):
                 vals = _group_values(group, a, b, lambda: read(regs, 2), comp, segments, N)
                 for op, val in zip(group, vals):
                     out = jnp.where((op_i == ops.OP_ID[op.name])[:, None], val, out)
                 return out
 
-            if group[0].group in _CHEAP_GROUPS:
-                out = jax.lax.cond(count > 0, full, lambda r, a, b, o: o, regs, a, b, out)
-                continue
-
-            def compact(regs, a, b, out, group=group, used=used):
-                # Few members use this (costly) op here: compute it on their rows only. Unused slots
-                # point past the end; the scatter drops them.
-                rows = jnp.nonzero(used, size=compact_rows, fill_value=P)[0]
-                safe = jnp.minimum(rows, P - 1)
-                vals = _group_values(group, a[safe], b[safe], lambda: read(regs, 2, safe), comp[safe],
-                                     segments, N)
-                new = out[safe]
-                for op, val in zip(group, vals):
-                    new = jnp.where((op_i[safe] == ops.OP_ID[op.name])[:, None], val, new)
-                return out.at[rows].set(new, mode="drop")
-
-            branch = jnp.where(count == 0, 0, jnp.where(count <= compact_rows, 1, 2))
-            out = jax.lax.switch(branch, [lambda r, a, b, o: o, compact, full], regs, a, b, out)
+            out = jax.lax.cond(jnp.any(group_i == gi), compute, lambda r, a, b, o: o, regs, a, b, out)
         return jax.lax.dynamic_update_index_in_dim(regs, out, N_INPUT_REGS + S + i, 0)
 
     # Run only as many statements as the longest program has: padding costs nothing.
