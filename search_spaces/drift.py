@@ -43,7 +43,9 @@ class DriftConfig:
     init_scale: float = dataclasses.field(
         default=1.0, metadata={"min": 0.0, "help": "multiplies the drift MLP's initial weights"}
     )
-    ppo_clip: float = dataclasses.field(default=0.2, metadata={"min": 0.0, "help": "PPO drift's clip epsilon"})
+    ppo_clip: float = dataclasses.field(
+        default=0.2, metadata={"min": 0.0, "help": "PPO drift's clip epsilon"}
+    )
     dpo_alpha: float = dataclasses.field(default=2.0, metadata={"min": 0.0, "help": "DPO drift's alpha"})
     dpo_beta: float = dataclasses.field(default=0.6, metadata={"min": 0.0, "help": "DPO drift's beta"})
 
@@ -151,7 +153,9 @@ def make_drift(config: DriftConfig) -> DriftFamily:
     def apply(params, ratio, advantage, progress, log_horizon):
         progress = jnp.asarray(progress, jnp.float32)
         log_horizon = jnp.asarray(log_horizon, jnp.float32)
-        drift = jax.nn.relu(mlp.apply(params, features(ratio, advantage, progress, log_horizon)) - OUTPUT_OFFSET)
+        drift = jax.nn.relu(
+            mlp.apply(params, features(ratio, advantage, progress, log_horizon)) - OUTPUT_OFFSET
+        )
         return drift + ppo(ratio, advantage) if config.ppo_init else drift
 
     return DriftFamily(config, init, apply)
@@ -163,11 +167,11 @@ def switch_drift(drift_fns: list[DriftFn]) -> DriftFn:
 
     def apply(params, ratio, advantage, progress, log_horizon):
         index, per_fn = params
-        branches = [
-            (lambda i: lambda: drift_fns[i](per_fn[i], ratio, advantage, progress, log_horizon))(i)
-            for i in range(len(drift_fns))
-        ]
-        return jax.lax.switch(index, branches)
+
+        def branch(i: int):
+            return lambda: drift_fns[i](per_fn[i], ratio, advantage, progress, log_horizon)
+
+        return jax.lax.switch(index, [branch(i) for i in range(len(drift_fns))])
 
     return apply
 

@@ -1,0 +1,228 @@
+"""RL-objective search: config validation, a tiny end-to-end search, TensorBoard, exact resume after SIGKILL,
+saved drifts and transfer."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from discover.config import ConfigError, dump_config, load_config
+from discover.rl_search import RLSearchConfig, load_drift, run_rl_search, save_drift
+from discover.rl_transfer import reference_ppo_config, run_rl_transfer
+from discover.rundir import RunDir
+from envs import rl_envs
+from search_spaces.drift import DriftConfig, make_drift
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TINY = REPO / "experiments" / "talpo_tiny.yaml"
+
+
+def _tiny_config(root: pathlib.Path) -> RLSearchConfig:
+    # A shared baseline cache: the killed child process reuses the parent's PPO/DPO normalizer.
+    return load_config(RLSearchConfig, TINY, [f"fitness.cache_dir={root / 'baseline-cache'}"])
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rl-search")
+    config = _tiny_config(root)
+    run = RunDir.create(root, "full", dump_config(config))
+    summary = run_rl_search(config, run)
+    return root, config, run, summary
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Configs
+
+
+@pytest.mark.parametrize("name", ["talpo_tiny.yaml", "talpo_cartpole.yaml", "talpo_minatar.yaml"])
+def test_shipped_configs_load(name):
+    config = load_config(RLSearchConfig, REPO / "experiments" / name)
+    assert config.kind == "rl_objective"
+    assert config.drift.family == "talpo"
+    assert config.ppo_config.total_timesteps > 0
+    # The YAML the run directory stores reads back to the same config.
+    assert load_config(RLSearchConfig, text=dump_config(config)) == config
+
+
+def test_minatar_config_uses_purejaxrl_minatar_settings():
+    config = load_config(RLSearchConfig, REPO / "experiments" / "talpo_minatar.yaml")
+    assert config.env.name == "SpaceInvaders-MinAtar"
+    assert (config.ppo_config.num_envs, config.ppo_config.num_steps, config.ppo_config.lr) == (64, 128, 5e-3)
+    assert config.es.popsize == 64
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("es.popsize=5", "es: popsize must be even"),
+        ("drift.family=ppo", "drift.family must be a learned family"),
+        ("ppo.num_minibatches=3", "must be divisible by num_minibatches"),
+        ("env.name=Cartpole-v1", "did you mean 'CartPole-v1'"),
+        ("es.strategy=OpenES", "did you mean 'Open_ES'"),
+        ("es.sigmaa=0.1", "unknown key"),
+    ],
+)
+def test_bad_config_is_one_line_naming_the_key(override, expected):
+    with pytest.raises(ConfigError) as info:
+        load_config(RLSearchConfig, TINY, [override])
+    message = str(info.value)
+    assert expected in message and "\n" not in message
+
+
+def test_transfer_reference_horizons():
+    cartpole = rl_envs.ppo_config("CartPole-v1", total_timesteps=100_000)
+    # Same fraction (1/5) of each env's standard budget on a held-out env; its own PPO settings.
+    acrobot = reference_ppo_config("Acrobot-v1", "CartPole-v1", cartpole)
+    assert acrobot.total_timesteps == 100_000
+    space = rl_envs.ppo_config("SpaceInvaders-MinAtar")
+    assert (
+        reference_ppo_config("Breakout-MinAtar", "SpaceInvaders-MinAtar", space).total_timesteps == 10_000_000
+    )
+    assert reference_ppo_config("CartPole-v1", "CartPole-v1", cartpole) == cartpole
+
+
+def test_saved_drift_round_trip(tmp_path):
+    config = DriftConfig(family="talpo", hidden_size=8, log_horizon_input=True)
+    family = make_drift(config)
+    params = family.init(jax.random.PRNGKey(0))
+    path = save_drift(tmp_path / "d.npz", params, {"drift": config.__dict__, "env": "CartPole-v1"})
+    loaded_family, loaded, meta = load_drift(path)
+    assert loaded_family.config == config and meta["env"] == "CartPole-v1"
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(loaded)):
+        np.testing.assert_array_equal(a, b)
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a saved drift"):
+        load_drift(tmp_path / "junk.npz")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A tiny end-to-end search
+
+
+def test_tiny_search_writes_results(tiny_run):
+    _, config, run, summary = tiny_run
+    assert summary["generations_done"] == config.es.generations and not summary["interrupted"]
+    results = run.read_json("results.json")
+    history = results["history"]["mean_drift"]
+    assert len(history) == config.es.generations and all(np.isfinite(history))
+    assert np.isfinite(results["best_drift_normalized_return"])
+    assert results["best_drift_normalized_return"] >= results["final_drift_normalized_return"]
+    baselines = run.read_json("baselines.json")
+    assert len(baselines["ppo"]["final_returns"]) == config.fitness.baseline_seeds
+    assert baselines["ppo"]["mean"] == pytest.approx(results["ppo_return"])
+    family, _, meta = load_drift(run.file("best_drift.npz"))
+    assert family.config == config.drift and meta["env"] == "CartPole-v1"
+    assert run.file("drift.png").stat().st_size > 0
+
+
+def test_tiny_search_tensorboard(tiny_run):
+    from tensorboard.backend.event_processing import event_accumulator
+
+    _, config, run, _ = tiny_run
+    acc = event_accumulator.EventAccumulator(str(run.tb_dir), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    steps = [e.step for e in acc.Scalars("es/normalized_return_mean_drift")]
+    assert steps == list(range(1, config.es.generations + 1))
+    assert "es/sigma" in tags["scalars"] and "baseline_curve/ppo_return" in tags["scalars"]
+    for image in ("drift/learned_vs_ppo_dpo", "returns/curves", "drift/best", "drift/initial"):
+        assert image in tags["images"], image
+    assert "es/member_normalized_return" in tags["histograms"]
+
+
+class _SigtermAfterFirstGeneration:
+    """A progress stand-in that sends this process SIGTERM once the first generation is reported."""
+
+    def add_task(self, *args, **kwargs):
+        return 0
+
+    def update(self, task, advance=None, **kwargs):
+        if advance:
+            signal.raise_signal(signal.SIGTERM)
+
+
+def test_sigterm_checkpoints_stops_and_resumes_identically(tiny_run):
+    root, config, full_run, _ = tiny_run
+    run = RunDir.create(root, "sigterm", dump_config(config))
+    stopped = run_rl_search(config, run, progress=_SigtermAfterFirstGeneration())
+    assert stopped["interrupted"] and stopped["generations_done"] == 1
+    assert not run.file("results.json").is_file()
+    resumed = run_rl_search(config, RunDir.open(run.path), resume=True)
+    assert resumed["resumed_from"] == 1 and not resumed["interrupted"]
+    assert run.read_json("results.json") == full_run.read_json("results.json")
+
+
+CHILD = """
+import sys, time
+sys.path.insert(0, {repo!r})
+from discover.config import load_config
+from discover.rundir import RunDir
+from discover.rl_search import RLSearchConfig, run_rl_search
+
+class SlowProgress:  # gives the parent time to SIGKILL us between checkpoints
+    def add_task(self, *args, **kwargs):
+        return 0
+    def update(self, *args, **kwargs):
+        time.sleep(1.5)
+
+config = load_config(RLSearchConfig, {config!r}, [{override!r}])
+run_rl_search(config, RunDir.open({run!r}), progress=SlowProgress())
+"""
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_matches_uninterrupted(tiny_run):
+    root, config, full_run, _ = tiny_run
+    run = RunDir.create(root, "killed", dump_config(config))
+    script = CHILD.format(
+        repo=str(REPO),
+        config=str(TINY),
+        override=f"fitness.cache_dir={root / 'baseline-cache'}",
+        run=str(run.path),
+    )
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    child = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env=env, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 300
+        while not (run.checkpoint_dir / "1" / "commit_success.txt").is_file():
+            assert child.poll() is None, child.stderr.read().decode()[-2000:]
+            assert time.time() < deadline, "child never checkpointed"
+            time.sleep(0.05)
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert not run.file("results.json").is_file()  # it really died before finishing
+
+    summary = run_rl_search(config, RunDir.open(run.path), resume=True)
+    assert summary["resumed_from"] is not None and 1 <= summary["resumed_from"] < config.es.generations
+    resumed, full = run.read_json("results.json"), full_run.read_json("results.json")
+    assert resumed == full
+    for name in ("best_drift.npz", "final_drift.npz"):
+        with np.load(run.file(name)) as a, np.load(full_run.file(name)) as b:
+            assert a.files == b.files
+            for key in a.files:
+                np.testing.assert_array_equal(a[key], b[key])
+
+
+@pytest.mark.slow
+def test_transfer_table(tiny_run):
+    _, _, run, _ = tiny_run
+    markdown = run_rl_transfer(run.path, envs=["CartPole-v1"], horizons=[1.0], seeds=2)
+    assert "| CartPole-v1 | 1x | 256 |" in markdown
+    assert "PPO" in markdown and "DPO" in markdown and "learned" in markdown
+    rows = json.loads(run.file("transfer.json").read_text())["rows"]
+    assert rows[0]["PPO"]["mean"] == pytest.approx(1.0)  # normalized by its own mean
+    assert len(rows[0]["learned"]["returns"]) == 2
+    assert run.file("transfer.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="unknown environment"):
+        run_rl_transfer(run.path, envs=["Pong"], horizons=[1.0], seeds=1)
