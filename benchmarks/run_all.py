@@ -1,0 +1,434 @@
+"""Runs every benchmark and rewrites ``benchmarks/BENCHMARKS.md``: each figure with its baseline, the ratio,
+the machine and the command that produced it.
+
+    python benchmarks/run_all.py                  # default profile: modest sizes, < ~10 min on 2 CPU cores
+    python benchmarks/run_all.py --profile long   # paper-sized CPU runs (+ quickstart search, MinAtar)
+    python benchmarks/run_all.py --profile gpu --out /tmp/BENCHMARKS_gpu.md   # see benchmarks/gpu_check.sh
+    python benchmarks/run_all.py --only scaling rl_throughput
+
+Each benchmark runs as its own subprocess (a fresh JAX, its own flags), through this script's ``--child``
+mode, which also records the process's peak RSS. Baselines always run in the same process as what they are
+compared with, interleaved, and medians are reported (the machine is shared: absolute times are noisy, the
+ratios much less so). A benchmark that fails or times out is reported as such, with its output's tail, and
+the exit status is non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import pathlib
+import platform
+import resource
+import runpy
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DEFAULT_OUT = ROOT / "benchmarks" / "BENCHMARKS.md"
+
+
+@dataclasses.dataclass(frozen=True)
+class Bench:
+    key: str
+    title: str
+    script: str  # relative to the repo root
+    args: tuple[str, ...]  # "{json}" is replaced by the path of the JSON output
+    timeout_s: int
+    output: str = "json_file"  # or "stdout_json": the script prints one JSON object
+    about: str = ""  # one paragraph: what is measured against what
+
+
+QUICK_ARGS = {  # --quick: tiny sizes that only check the plumbing (the figures mean nothing)
+    "interpreter_overhead": ("--task", "noisy_quadratic_proxy", "--population", "8", "--repeats", "1",
+                             "--json", "{json}"),
+    "search_throughput": ("--task", "noisy_quadratic_proxy", "--candidates", "8", "--batch", "8",
+                          "--one-by-one", "2"),
+    "rl_throughput": ("--envs", "CartPole-v1", "--members", "2", "--steps", "1024", "--repeats", "1",
+                      "--json", "{json}"),
+    "rl_throughput_minatar": ("--envs", "CartPole-v1", "--members", "4", "--steps", "1024", "--repeats", "1",
+                              "--json", "{json}"),
+    "scaling": ("--task", "noisy_quadratic_proxy", "--populations", "4", "8", "--lengths", "8",
+                "--length-population", "8", "--steps", "5", "--repeats", "1", "--json", "{json}"),
+}
+
+
+def _benches(profile: str, quick: bool = False) -> list[Bench]:
+    benches = _profile_benches(profile)
+    if quick:
+        benches = [dataclasses.replace(b, args=QUICK_ARGS[b.key]) for b in benches]
+    return benches
+
+
+def _profile_benches(profile: str) -> list[Bench]:
+    gpu = profile == "gpu"
+    long = profile == "long"
+    overhead = Bench(
+        "interpreter_overhead", "Interpreter overhead", "benchmarks/interpreter_overhead.py",
+        ("--population", "1024" if gpu else "64", "--repeats", "7" if long else "5", "--json", "{json}"),
+        timeout_s=110 if gpu else 600,
+        about="A population of small models trained with interpreted programs vs the same population trained "
+              "with vmapped `optax.adamw` (same trainer, task, keys; same process, interleaved). Baseline: "
+              "vmapped optax.adamw.",
+    )
+    search = Bench(
+        "search_throughput", "Search throughput", "benchmarks/search_throughput.py",
+        (("--candidates", "1024", "--batch", "512", "--one-by-one", "4") if gpu
+         else ("--candidates", "128", "--batch", "64") if long else ("--candidates", "64", "--batch", "32"))
+        + (("--quickstart",) if long else ()),
+        timeout_s=110 if gpu else 900, output="stdout_json",
+        about="Candidates scored per second by the batched search (one trainer call per padded batch, one "
+              "compilation) vs the obvious alternative: each candidate exported with `to_optax` and its "
+              "training loop jitted on its own. Baseline: one by one, compilation included.",
+    )
+    rl = []
+    if gpu:  # 1024+ environments per call: CartPole 4 envs x 256 members, MinAtar 64 envs x 16 members
+        rl = [
+            Bench("rl_throughput", "RL throughput (CartPole, 1024 envs)", "benchmarks/rl_throughput.py",
+                  ("--envs", "CartPole-v1", "--members", "256", "--json", "{json}"), timeout_s=90),
+            Bench("rl_throughput_minatar", "RL throughput (MinAtar, 1024 envs)", "benchmarks/rl_throughput.py",
+                  ("--envs", "SpaceInvaders-MinAtar", "--members", "16", "--json", "{json}"), timeout_s=90),
+        ]
+    else:
+        envs = ("CartPole-v1", "SpaceInvaders-MinAtar") if long else ("CartPole-v1",)
+        rl = [Bench("rl_throughput", "RL throughput", "benchmarks/rl_throughput.py",
+                    ("--envs", *envs, "--members", "64" if long else "32", "--json", "{json}"),
+                    timeout_s=900)]
+    rl = [dataclasses.replace(
+        b, about="Environment steps per second of the RL search's population trainer (members x seeds, one "
+                 "jitted call, each member with its own drift network) vs PureJaxRL-style PPO, one agent per "
+                 "call, same config. Baseline: plain PPO.") for b in rl]
+    scaling = Bench(
+        "scaling", "Scaling with population size and program length", "benchmarks/scaling.py",
+        (("--populations", "256", "1024", "4096", "--lengths", "16", "--length-population", "1024")
+         if gpu else ()) + ("--steps", "150" if long else "50", "--repeats", "5" if long else "3",
+                            "--json", "{json}"),
+        timeout_s=150 if gpu else 900,
+        about="Time per training step of the interpreter vs vmapped AdamW at each population size and program "
+              "length, in the same process, interleaved; XLA working memory of both compiled trainers. "
+              "Baseline: vmapped optax.adamw.",
+    )
+    return [overhead, search, *rl, scaling]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Running
+
+
+def _child(rss_path: str, script: str, args: list[str]) -> None:
+    """Runs ``script`` as __main__ in this process, then records the peak RSS (MB) in ``rss_path``."""
+    sys.argv = [script, *args]
+    sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+    code = 0
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux
+        pathlib.Path(rss_path).write_text(str(peak_kb / 1024))
+    raise SystemExit(code)
+
+
+def child_env(profile: str) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    if profile != "gpu":
+        env["JAX_PLATFORMS"] = "cpu"
+    return env
+
+
+def display_command(bench: Bench, profile: str) -> str:
+    args = [a if a != "{json}" else "out.json" for a in bench.args]
+    prefix = "" if profile == "gpu" else "JAX_PLATFORMS=cpu "
+    return prefix + shlex.join(["python", bench.script, *args])
+
+
+@dataclasses.dataclass
+class Outcome:
+    bench: Bench
+    ok: bool
+    result: Any = None
+    wall_s: float = 0.0
+    peak_rss_mb: float | None = None
+    error: str = ""
+
+
+def run_bench(bench: Bench, profile: str, workdir: pathlib.Path) -> Outcome:
+    json_path = workdir / f"{bench.key}.json"
+    rss_path = workdir / f"{bench.key}.rss"
+    args = [str(json_path) if a == "{json}" else a for a in bench.args]
+    cmd = [sys.executable, str(pathlib.Path(__file__).resolve()), "--child", str(rss_path), bench.script, *args]
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, check=False, cwd=ROOT, env=child_env(profile), capture_output=True, text=True,
+                              timeout=bench.timeout_s)
+    except subprocess.TimeoutExpired as exc:
+        tail = (exc.stderr or b"")[-2000:]
+        tail = tail.decode(errors="replace") if isinstance(tail, bytes) else tail
+        return Outcome(bench, False, wall_s=time.perf_counter() - start,
+                       error=f"timed out after {bench.timeout_s} s\n{tail}")
+    wall = time.perf_counter() - start
+    rss = float(rss_path.read_text()) if rss_path.is_file() else None
+    if proc.returncode != 0:
+        return Outcome(bench, False, wall_s=wall, peak_rss_mb=rss,
+                       error=f"exit status {proc.returncode}\n{(proc.stdout + proc.stderr)[-3000:]}")
+    try:
+        if bench.output == "stdout_json":
+            text = proc.stdout
+            result = json.loads(text[text.index("{"):])
+            json_path.write_text(json.dumps(result, indent=2) + "\n")  # kept with the others (--json-dir)
+        else:
+            result = json.loads(json_path.read_text())
+    except (ValueError, OSError) as exc:
+        return Outcome(bench, False, wall_s=wall, peak_rss_mb=rss,
+                       error=f"no readable JSON result ({exc})\n{proc.stdout[-2000:]}")
+    return Outcome(bench, True, result, wall, rss)
+
+
+def describe_machine(profile: str) -> str:
+    """One line: accelerator(s) as JAX sees them, CPU model and cores, JAX version."""
+    probe = (
+        "import jax, json; d = jax.devices(); "
+        "print(json.dumps([len(d), getattr(d[0], 'device_kind', d[0].platform), jax.default_backend(), "
+        "jax.__version__]))"
+    )
+    try:
+        out = subprocess.run([sys.executable, "-c", probe], env=child_env(profile), capture_output=True,
+                             text=True, timeout=120, check=True).stdout
+        count, kind, backend, version = json.loads(out.strip().splitlines()[-1])
+        devices = f"{count} x {kind} ({backend}), JAX {version}"
+    except (subprocess.SubprocessError, ValueError, IndexError):
+        devices = "JAX devices unknown"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{devices}; {cpu}, {os.cpu_count()} cores; Python {platform.python_version()}"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Rendering: one table of headline figures per benchmark (figure, value, baseline, baseline value, ratio)
+
+
+def _f(x: float) -> str:
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    if abs(x) >= 10:
+        return f"{x:.1f}"
+    return f"{x:.3f}" if abs(x) >= 0.01 else f"{x:.2e}"
+
+
+def _rows_interpreter_overhead(r: dict) -> tuple[list[tuple], list[str]]:
+    base = next(row for row in r["rows"] if "optax" in row["variant"])
+    rows = [(f"{row['variant']}: ms / step", _f(row["ms_per_step"]), base["variant"], _f(base["ms_per_step"]),
+             f"{row['ratio']:.2f}x") for row in r["rows"] if row is not base]
+    notes = [(f"Task `{r['task']}` ({r['params_per_member']} params/member, {r['steps']} steps), population "
+             f"{r['population']}, max program length {r['max_len']}, median of {r['repeats']} interleaved runs. "
+             f"Interpreter compilations for three different populations: {r['interpreter_compilations']}.")]
+    return rows, notes
+
+
+def _rows_search_throughput(r: dict) -> tuple[list[tuple], list[str]]:
+    rows = [
+        ("batched: candidates / s (warm)", _f(r["batched_candidates_per_s"]),
+         "one by one (to_optax + jit each, compile incl.)", _f(r["one_by_one_candidates_per_s"]),
+         f"{r['speedup']:.1f}x as fast"),
+        ("batched: candidates / s (warm)", _f(r["batched_candidates_per_s"]),
+         "one by one, already compiled (execution only)", _f(r["one_by_one_exec_only_candidates_per_s"]),
+         f"{r['speedup_vs_exec_only']:.2f}x as fast"),
+        ("batched incl. its compilation: candidates / s", _f(r["batched_candidates_per_s_incl_compile"]),
+         "one by one (compile incl.)", _f(r["one_by_one_candidates_per_s"]),
+         f"{r['batched_candidates_per_s_incl_compile'] / r['one_by_one_candidates_per_s']:.1f}x as fast"),
+    ]
+    notes = [(f"Task `{r['task']}`, {r['candidates']} candidates in batches of {r['batch']}; one by one over the "
+             f"first {r['one_by_one_candidates']}. Trainer compilations: {r['trainer_compiles']}. Both paths "
+             f"agree on the validation losses: {r['val_losses_agree']} "
+             f"({r['finite_candidates']} finite candidates).")]
+    q = r.get("quickstart")
+    if q:
+        notes.append(f"`experiments/quickstart.yaml` end to end: {q['wall_time_s']:.0f} s, peak RSS "
+                     f"{q['peak_rss_mb']:.0f} MB, trainer compilations {q['trainer_compiles']}, best fitness "
+                     f"{q['best_fitness']:.4g} vs the AdamW seed's {q['seed_fitness']:.4g}.")
+    return rows, notes
+
+
+def _rows_rl_throughput(r: list) -> tuple[list[tuple], list[str]]:
+    rows, notes = [], []
+    for row in r:
+        rows.append((f"{row['env']}: env steps / s, {row['members']} members (all)",
+                     _f(row["population_steps_per_s"]), "plain PPO, 1 agent", _f(row["plain_steps_per_s"]),
+                     f"{row['population_steps_per_s'] / row['plain_steps_per_s']:.1f}x as fast"))
+        rows.append((f"{row['env']}: seconds per member", _f(1 / row["per_member_steps_per_s"] *
+                                                             row["steps_per_agent"]),
+                     "plain PPO, seconds per agent", _f(row["steps_per_agent"] / row["plain_steps_per_s"]),
+                     f"{row['per_member_cost_vs_plain']:.2f}x"))
+        notes.append(f"{row['env']}: {row['steps_per_agent']:,} env steps per agent; compile plain "
+                     f"{row['plain_compile_s']:.1f} s, population {row['population_compile_s']:.1f} s.")
+    return rows, notes
+
+
+def _rows_scaling(r: dict) -> tuple[list[tuple], list[str]]:
+    rows = []
+    for p in r["by_population"]:
+        rows.append((f"P={p['population']}, {p['length']} statements: interpreter ms / step",
+                     _f(p["ms_per_step"]["interpreter"]), "vmapped AdamW", _f(p["ms_per_step"]["adamw"]),
+                     f"{p['ratio']:.2f}x"))
+        if "interpreter_sharded" in p["ms_per_step"]:
+            rows.append((f"P={p['population']}: the same via `sharded` (1 device) ms / step",
+                         _f(p["ms_per_step"]["interpreter_sharded"]), "vmapped AdamW",
+                         _f(p["ms_per_step"]["adamw"]), f"{p['sharded_ratio']:.2f}x"))
+    for p in r["by_length"]:
+        rows.append((f"{p['length']} statements, P={p['population']}: interpreter ms / step",
+                     _f(p["ms_per_step"]["interpreter"]), "vmapped AdamW", _f(p["ms_per_step"]["adamw"]),
+                     f"{p['ratio']:.2f}x"))
+    notes = [(f"Task `{r['task']}` ({r['params_per_member']} params/member), {r['steps']} steps per call, median "
+             f"of {r['repeats']} interleaved runs. Programs: seeds grown by random insertions to the exact length, "
+             "then random op / argument changes: nearly every member runs a different op at every statement, the "
+             "interpreter's worst case (a search population, mostly seeds and their near mutants, costs less: see "
+             "Interpreter overhead). `sharded` on a CPU trains the members in chunks of 8 (what makes the numbers "
+             "independent of the device count), which is also faster than one batch here.")]
+    return rows, notes
+
+
+def _rows_memory(outcomes: list[Outcome]) -> tuple[list[tuple], list[str]]:
+    rows = []
+    scaling = next((o for o in outcomes if o.bench.key == "scaling" and o.ok), None)
+    if scaling is not None:
+        for p in scaling.result["by_population"]:
+            mem = p["temp_bytes"]
+            if mem["interpreter"] is not None and mem["adamw"]:
+                rows.append((f"P={p['population']}: XLA working memory of the interpreter trainer (MB)",
+                             _f(mem["interpreter"] / 2**20), "vmapped AdamW trainer",
+                             _f(mem["adamw"] / 2**20), f"{mem['interpreter'] / mem['adamw']:.2f}x"))
+    notes = [("XLA working memory: `temp_size_in_bytes` of the compiled trainer (`memory_analysis()`); "
+             "parameters, gradients and optimizer state of every member live there.")]
+    peaks = [f"{o.bench.key} {o.peak_rss_mb:.0f} MB" for o in outcomes if o.peak_rss_mb is not None]
+    if peaks:
+        notes.append("Peak RSS of each benchmark process: " + ", ".join(peaks) + ".")
+    return rows, notes
+
+
+RENDER: dict[str, Callable[[Any], tuple[list[tuple], list[str]]]] = {
+    "interpreter_overhead": _rows_interpreter_overhead,
+    "search_throughput": _rows_search_throughput,
+    "rl_throughput": _rows_rl_throughput,
+    "rl_throughput_minatar": _rows_rl_throughput,
+    "scaling": _rows_scaling,
+}
+
+
+def _table(rows: list[tuple]) -> list[str]:
+    lines = ["| figure | value | baseline | baseline value | ratio |", "|---|---:|---|---:|---:|"]
+    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
+def section(o: Outcome, profile: str, machine: str) -> list[str]:
+    b = o.bench
+    lines = [f"## {b.title}", "", b.about, "", f"- Command: `{display_command(b, profile)}`",
+             f"- Machine: {machine}"]
+    rss = f", peak RSS {o.peak_rss_mb:.0f} MB" if o.peak_rss_mb is not None else ""
+    lines.append(f"- Wall time of the benchmark: {o.wall_s:.0f} s{rss}")
+    lines.append("")
+    if not o.ok:
+        return [*lines, "**Failed:** " + o.error.splitlines()[0], "", "```", *o.error.splitlines()[1:][-30:],
+                "```", ""]
+    try:
+        rows, notes = RENDER[b.key](o.result)
+    except (KeyError, TypeError, StopIteration, ZeroDivisionError) as exc:
+        return [*lines, f"**Could not read the figures** ({type(exc).__name__}: {exc}); raw result:", "",
+                "```json", json.dumps(o.result, indent=1)[:4000], "```", ""]
+    return [*lines, *_table(rows), "", *notes, ""]
+
+
+def render(outcomes: list[Outcome], profile: str, machine: str, started: str, total_s: float) -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        (f"Generated by `python benchmarks/run_all.py{'' if profile == 'default' else ' --profile ' + profile}` "
+        f"on {started} in {total_s / 60:.1f} min (profile `{profile}`). Do not edit by hand: rerun it."),
+        "",
+        f"Machine: {machine}.",
+        "",
+        ("Every ratio compares two variants run in the same process, interleaved, medians of several runs: the "
+        "machine may be shared, so absolute times are noisy, the ratios much less so. Ratio = candidate / "
+        "baseline: for times and memory lower is better; rows marked 'as fast' are throughput ratios (higher "
+        "is better)."),
+        "",
+    ]
+    for o in outcomes:
+        lines += section(o, profile, machine)
+    rows, notes = _rows_memory(outcomes)
+    lines += ["## Memory", "", ("Working memory of the population trainers and peak memory of the benchmark "
+              "processes (from the runs above)."), "", f"- Machine: {machine}", ""]
+    if rows:
+        lines += [*_table(rows), ""]
+    lines += [*notes, ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        _child(sys.argv[2], sys.argv[3], sys.argv[4:])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", choices=["default", "long", "gpu"], default="default")
+    ap.add_argument("--only", nargs="+", help="run only these benchmarks (keys: interpreter_overhead, "
+                                              "search_throughput, rl_throughput, scaling)")
+    ap.add_argument("--out", type=pathlib.Path, default=None,
+                    help=f"markdown written here (default {DEFAULT_OUT.relative_to(ROOT)}; with --only: not "
+                         "written unless given)")
+    ap.add_argument("--json-dir", type=pathlib.Path, default=None, help="keep the raw JSON results here")
+    ap.add_argument("--print", action="store_true", help="also print the markdown")
+    ap.add_argument("--quick", action="store_true",
+                    help="tiny sizes: checks that everything runs (figures meaningless; never written to the "
+                         "default BENCHMARKS.md)")
+    args = ap.parse_args()
+    if args.quick and args.out is not None and args.out.resolve() == DEFAULT_OUT:
+        raise SystemExit("--quick figures are meaningless: write them somewhere else than BENCHMARKS.md")
+    benches = _benches(args.profile, args.quick)
+    if args.only:
+        known = {b.key for b in benches}
+        unknown = [k for k in args.only if k not in known]
+        if unknown:
+            raise SystemExit(f"--only: unknown benchmark {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        benches = [b for b in benches if b.key in args.only]
+    out = args.out if args.out is not None else (None if args.only or args.quick else DEFAULT_OUT)
+    started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    machine = describe_machine(args.profile)
+    t0 = time.perf_counter()
+    outcomes = []
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = args.json_dir or pathlib.Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        for b in benches:
+            print(f"[run_all] {b.key}: {display_command(b, args.profile)}", file=sys.stderr, flush=True)
+            o = run_bench(b, args.profile, workdir)
+            status = "ok" if o.ok else "FAILED: " + o.error.splitlines()[0]
+            print(f"[run_all] {b.key}: {status} ({o.wall_s:.0f} s)", file=sys.stderr, flush=True)
+            outcomes.append(o)
+    text = render(outcomes, args.profile, machine, started, time.perf_counter() - t0)
+    if args.quick:
+        text = text.replace("# Benchmarks\n", "# Benchmarks (--quick: plumbing check, figures meaningless)\n", 1)
+    if out is not None:
+        out.write_text(text)
+        print(f"[run_all] wrote {out}", file=sys.stderr)
+    if args.print or out is None:
+        print(text)
+    if not all(o.ok for o in outcomes):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
