@@ -287,6 +287,10 @@ class Checkpointer:
         signature = _signature(paths, leaves)
         stored = [jax.random.key_data(x) if _is_typed_key(x) else x for x in leaves]
         stored = [x if isinstance(x, jax.Array) else np.asarray(x) for x in stored]
+        if jax.process_count() > 1:
+            # orbax refuses process-local jax.Arrays across processes; every process holds the same values,
+            # saved as NumPy (written by process 0). Global arrays stay as they are.
+            stored = [np.asarray(x) if _fully_addressable(x) else x for x in stored]
         digest = None
         if all(_fully_addressable(x) for x in stored):
             digest = _digest(signature, [np.asarray(jax.device_get(x)) for x in stored])
@@ -426,6 +430,8 @@ class Checkpointer:
             if int(np.prod(shape)) == 0:
                 continue
             sharding = leaf.sharding if _leaf_kind(leaf) == "jax" else None
+            if jax.process_count() > 1 and isinstance(leaf, jax.Array) and leaf.is_fully_addressable:
+                sharding = None  # saved as NumPy (see save); _like puts it back on the leaf's device
             targets[f"{i:06d}"] = jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
         if not targets:
             targets = {_EMPTY: jax.ShapeDtypeStruct((1,), np.uint8)}
@@ -442,6 +448,10 @@ class Checkpointer:
             value = restored.get(f"{i:06d}") if int(np.prod(shape)) else np.zeros(shape, dtype)
             if value is None:
                 raise _Damaged(f"arrays{paths[i]} missing")
+            if not _fully_addressable(value):
+                from jax.experimental import multihost_utils
+
+                value = multihost_utils.process_allgather(value, tiled=True)
             value = np.asarray(jax.device_get(value))
             if value.shape != shape or value.dtype != dtype:
                 raise _Damaged(f"arrays{paths[i]} came back as {value.dtype}{list(value.shape)}")

@@ -144,6 +144,16 @@ def _searches(kind: str):
     return load, new_run_dir, rl_search.run_rl_search
 
 
+def _start_processes(config_path, overrides) -> None:
+    """jax.distributed for a multi-process run (config `distributed:` or JAX_* variables); a no-op otherwise."""
+    from discover.sharding import distributed_section, initialize_distributed
+
+    try:
+        initialize_distributed(distributed_section(config_path, overrides))
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
 def _progress():
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -181,6 +191,7 @@ def search_cmd(
     from discover.config import peek_kind
 
     kind = "update_rule" if config is None else _run(peek_kind, str(config), ("update_rule", "rl_objective"))
+    _run(_start_processes, config, list(set_))  # before the searches are imported (evosax starts JAX)
     load, new_run_dir, run = _searches(kind)
     cfg = _run(load, config, list(set_))
     run_dir = _run(new_run_dir, cfg, out)
@@ -199,6 +210,7 @@ def resume_cmd(run_dir: Path = typer.Argument(..., help="a run directory written
 
     rd = _run(RunDir.open, run_dir)
     kind = _run(peek_kind, str(rd.config_path), ("update_rule", "rl_objective"))
+    _run(_start_processes, rd.config_path, [])
     load, _, run = _searches(kind)
     cfg = _run(load, rd.config_path, [])
     with _progress() as progress:

@@ -35,6 +35,7 @@ import optax
 from discover.checkpointing import Checkpointer, GracefulExit
 from discover.config import config_to_dict, dump_config, flat_config
 from discover.rundir import RunDir, TBLogger
+from discover.sharding import DistributedSection, check_devices, population_mesh, sharded
 from envs import rl_envs
 from envs.ppo import PPOConfig, log_horizon, make_population_train, return_curve, validate
 from search_spaces.drift import DriftConfig, DriftFamily, drift_surface, make_drift, switch_drift
@@ -129,8 +130,12 @@ class RLSearchConfig:
     fitness: FitnessSection = dataclasses.field(default_factory=FitnessSection)
     log: LogSection = dataclasses.field(default_factory=LogSection)
     checkpoint: CheckpointSection = dataclasses.field(default_factory=CheckpointSection)
+    devices: Any = dataclasses.field(
+        default="all", metadata={"help": "devices the population is sharded over: all or a number"})
+    distributed: DistributedSection = dataclasses.field(default_factory=DistributedSection)
 
     def __post_init__(self) -> None:
+        check_devices(self.devices)
         if self.drift.family not in ("lpo", "talpo"):
             raise ValueError(
                 f"drift.family must be a learned family (lpo or talpo) to search, got {self.drift.family!r}"
@@ -550,7 +555,7 @@ def run_rl_search(config: RLSearchConfig, run_dir: RunDir, resume: bool = False,
         config=config,
         family=family,
         strategy=strategy,
-        train=population_trainer(config.env.name, ppo, config.drift),
+        train=sharded(population_trainer(config.env.name, ppo, config.drift), population_mesh(config.devices)),
         rows=rows,
         ppo_return=baselines["ppo"]["mean"],
         return_floor=env_spec.return_floor,

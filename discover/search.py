@@ -66,6 +66,7 @@ from discover.mutation import DEFAULT_WEIGHTS
 from discover.ops import OP_BY_NAME
 from discover.program import Program, parse
 from discover.rundir import RunDir, TBLogger, program_markdown
+from discover.sharding import DistributedSection, check_devices, population_mesh, sharded
 from envs import tasks as task_registry
 from envs.baselines import adamw_reference, reference_keys
 from envs.train import make_population_trainer, task_layout
@@ -221,8 +222,12 @@ class SearchConfig:
     refine: RefineSection = dataclasses.field(default_factory=RefineSection)
     log: LogSection = dataclasses.field(default_factory=LogSection)
     checkpoint: CheckpointSection = dataclasses.field(default_factory=CheckpointSection)
+    devices: Any = dataclasses.field(
+        default="all", metadata={"help": "devices the population is sharded over: all or a number"})
+    distributed: DistributedSection = dataclasses.field(default_factory=DistributedSection)
 
     def __post_init__(self) -> None:
+        check_devices(self.devices)
         if not self.seeds:
             raise ValueError("seeds: at least one seed program is needed")
         space = self.space.space()
@@ -288,13 +293,15 @@ class Scorer:
     max_len: int
     n_state: int
     needs_hessian: bool = False
+    devices: Any = 1  # the population axis is sharded over this many devices ("all" or N)
 
     @property
     def members_per_candidate(self) -> int:
         return len(self.lr_multipliers) * self.seeds
 
     def trainer(self, task):
-        return interpreted_trainer(task, self.max_len, self.n_state, self.needs_hessian)
+        fn = interpreted_trainer(task, self.max_len, self.n_state, self.needs_hessian)
+        return sharded(fn, population_mesh(self.devices))
 
     @functools.cached_property
     def _keys(self):
@@ -318,8 +325,8 @@ class Scorer:
         enc = interpreter.encode(padded, self.max_len, self.n_state)
         enc = jax.tree.map(lambda x: jnp.repeat(x, repeat, axis=0), enc)
         per_task, bad = [], np.zeros((n,), bool)
-        outs = [self.trainer(task)(self._keys, self._lrs(task), enc) for task in self.tasks]  # all dispatched first
-        for task, out in zip(self.tasks, outs):
+        outs = [self.trainer(task).dispatch(self._keys, self._lrs(task), enc) for task in self.tasks]  # all first
+        for task, out in zip(self.tasks, (o.result() for o in outs)):
             val = np.asarray(out["val_loss"], np.float64).reshape(self.batch, len(self.lr_multipliers), self.seeds)
             rel, nonfinite = aggregate(val[:n], self.references[task.name]["val_loss"], self.worst)
             per_task.append(rel)
@@ -452,7 +459,7 @@ class SearchContext:
 def make_context(config: SearchConfig, references: dict) -> SearchContext:
     space = config.space.space()
     common = {"worst": config.fitness.worst, "max_len": space.max_len, "n_state": max(1, space.n_state),
-              "needs_hessian": space.allow_h,
+              "needs_hessian": space.allow_h, "devices": config.devices,
               "lr_multipliers": tuple(config.fitness.lr_multipliers)}
     proxy = Scorer(tasks=[with_steps(task_registry.get_task(n), config.fitness.steps) for n in config.fitness.tasks],
                    references=references["proxy"], seeds=config.fitness.seeds, batch=config.evolution.batch, **common)

@@ -35,11 +35,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from collections.abc import Callable, Mapping
+import pathlib
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
+import yaml
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -51,6 +53,7 @@ __all__ = [
     "Sharded",
     "check_devices",
     "chunk_size",
+    "distributed_section",
     "initialize_distributed",
     "is_primary",
     "pad_population",
@@ -322,6 +325,29 @@ class DistributedSection:
         default=None, metadata={"min": 0, "help": "this process's rank; null = $JAX_PROCESS_ID"})
     auto_detect: bool = dataclasses.field(
         default=False, metadata={"help": "let JAX detect a SLURM / Open MPI / TPU-pod / k8s launch"})
+
+
+def distributed_section(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -> DistributedSection:
+    """The validated ``distributed:`` section of an experiment YAML (with ``--set`` overrides), read without
+    importing the searches: importing evosax starts JAX's backend, after which ``jax.distributed`` cannot
+    start. Other keys are left to the search's own config check. Raises ConfigError (file, line, key)."""
+    from discover.config import load_config
+
+    keys = set()
+    if path is not None:
+        try:
+            data = yaml.safe_load(pathlib.Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            data = None  # load_config below reports it properly
+        keys = set(data) if isinstance(data, dict) else set()
+    keys |= {o.split("=", 1)[0].split(".", 1)[0].strip() for o in overrides}
+    others = [(k, Any, dataclasses.field(default=None)) for k in sorted(keys - {"distributed"}) if k.isidentifier()]
+    schema = dataclasses.make_dataclass(
+        "ExperimentDistributed",
+        [*others, ("distributed", DistributedSection, dataclasses.field(default_factory=DistributedSection))],
+        frozen=True,
+    )
+    return load_config(schema, path, overrides).distributed
 
 
 class ProcessInfo(NamedTuple):
