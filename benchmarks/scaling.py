@@ -13,6 +13,8 @@ trainer, ``memory_analysis()``) of each, with its ratio.
   interpreter through ``discover.sharding.sharded`` on a 1-device mesh, as the searches call it (padding,
   placement and, on CPU, the members trained in chunks of 8 so that results do not depend on the device
   count).
+  With several devices visible (``XLA_FLAGS=--xla_force_host_platform_device_count=N`` on a CPU, or
+  several GPUs), also sharded over all of them, reported against the 1-device mesh.
 * **length**: P = ``--length-population`` programs of exactly 8, 16, 24 statements (the interpreter runs as
   many statements as the longest program has, so time should grow about linearly with length).
 
@@ -96,6 +98,9 @@ def measure_point(task, P: int, length: int, repeats: int, with_sharded: bool) -
     cases = {"adamw": (adamw, (keys, lrs, None)), "interpreter": (interp, (keys, lrs, enc))}
     if with_sharded:
         cases["interpreter_sharded"] = (sharding.sharded(interp, sharding.population_mesh(1)), (keys, lrs, enc))
+        if jax.device_count() > 1:  # e.g. XLA_FLAGS=--xla_force_host_platform_device_count=2 on a CPU
+            cases["interpreter_sharded_all"] = (
+                sharding.sharded(interp, sharding.population_mesh("all")), (keys, lrs, enc))
     compile_s = {}
     for name, (fn, args) in cases.items():  # compile + warm up
         start = time.perf_counter()
@@ -122,6 +127,9 @@ def measure_point(task, P: int, length: int, repeats: int, with_sharded: bool) -
     }
     if with_sharded:
         row["sharded_ratio"] = ms["interpreter_sharded"] / ms["adamw"]
+        if "interpreter_sharded_all" in ms:
+            row["devices"] = jax.device_count()
+            row["all_devices_vs_one"] = ms["interpreter_sharded_all"] / ms["interpreter_sharded"]
     return row
 
 
@@ -178,6 +186,10 @@ def to_markdown(result: dict) -> str:
             f"| {r['ratio']:.2f} | {r.get('sharded_ratio', float('nan')):.2f} "
             f"| {_mb(r['temp_bytes']['adamw'])} / {_mb(r['temp_bytes']['interpreter'])} | {mem_ratio} |"
         )
+    sharded_all = [r for r in result["by_population"] if "all_devices_vs_one" in r]
+    if sharded_all:
+        lines += ["", "| population | devices | sharded over all / over 1 device |", "|---:|---:|---:|"]
+        lines += [f"| {r['population']} | {r['devices']} | {r['all_devices_vs_one']:.2f} |" for r in sharded_all]
     lines += [
         "",
         f"By program length (population {result['length_population']}):",

@@ -27,6 +27,17 @@ def seeds() -> dict[str, Program]:
 
 
 __all__ = [
-    "Program", "ProgramError", "Statement", "parse", "to_optax", "export_module", "seed", "seeds",
-    "fingerprint", "fingerprints", "remove_dead_code", "structural_hash", "dead_fraction",
+    "Program",
+    "ProgramError",
+    "Statement",
+    "dead_fraction",
+    "export_module",
+    "fingerprint",
+    "fingerprints",
+    "parse",
+    "remove_dead_code",
+    "seed",
+    "seeds",
+    "structural_hash",
+    "to_optax",
 ]

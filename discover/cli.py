@@ -139,7 +139,10 @@ def _searches(kind: str):
         return load_config(rl_search.RLSearchConfig, path, overrides)
 
     def new_run_dir(config, out):
-        return RunDir.create(root=out or "checkpoints", name=config.name, config_yaml=dump_config(config))
+        from discover.sharding import without_process_id
+
+        return RunDir.create(root=out or "checkpoints", name=config.name,
+                             config_yaml=dump_config(without_process_id(config)))
 
     return load, new_run_dir, rl_search.run_rl_search
 
@@ -154,14 +157,27 @@ def _start_processes(config_path, overrides) -> None:
         raise UserError(str(e)) from None
 
 
+def _is_primary() -> bool:
+    """True unless this is process 1.. of a multi-process run (those work silently; process 0 reports)."""
+    from discover.rundir import is_main_process
+
+    return is_main_process()
+
+
 def _progress():
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                    console=console, transient=False)
+                    console=console, transient=False, disable=not _is_primary())
 
 
 def _report(summary: dict, run_dir) -> None:
+    if not _is_primary():
+        import jax
+
+        console.print(f"process {jax.process_index()} of {jax.process_count()}: done; process 0 reports and "
+                      f"writes {run_dir.path}", highlight=False)
+        return
     console.rule("result")
     if summary.get("interrupted"):
         console.print(f"stopped after generation {summary.get('generations_done', '?')}: checkpoint saved; "
@@ -195,24 +211,38 @@ def search_cmd(
     load, new_run_dir, run = _searches(kind)
     cfg = _run(load, config, list(set_))
     run_dir = _run(new_run_dir, cfg, out)
-    console.print(f"run directory: {run_dir.path}", highlight=False)
+    if _is_primary():
+        console.print(f"run directory: {run_dir.path}", highlight=False)
     with _progress() as progress:
         summary = _run(run, cfg, run_dir, False, progress)
     _report(summary, run_dir)
     raise typer.Exit(code=130 if summary.get("interrupted") else 0)
 
 
+# What may differ on resume: where it runs, never what it searches (the result must not change).
+_RESUME_KEYS = ("devices", "distributed.")
+
+
 @app.command("resume")
-def resume_cmd(run_dir: Path = typer.Argument(..., help="a run directory written by `discover search`")) -> None:
+def resume_cmd(
+    run_dir: Path = typer.Argument(..., help="a run directory written by `discover search`"),
+    set_: list[str] = typer.Option(
+        [], "--set", help="where it runs now: --set devices=2, --set distributed.coordinator_address=host0:1234"),
+) -> None:
     """Continue a stopped or killed search from its newest good checkpoint."""
     from discover.config import peek_kind
     from discover.rundir import RunDir
 
+    for item in set_:
+        key = item.split("=", 1)[0].strip()
+        if not (key == "devices" or key.startswith("distributed.")):
+            fail(f"--set {key}: only devices and distributed.* can change on resume (the search itself runs "
+                 f"as recorded in {run_dir / 'config.yaml'})")
     rd = _run(RunDir.open, run_dir)
     kind = _run(peek_kind, str(rd.config_path), ("update_rule", "rl_objective"))
-    _run(_start_processes, rd.config_path, [])
+    _run(_start_processes, rd.config_path, list(set_))
     load, _, run = _searches(kind)
-    cfg = _run(load, rd.config_path, [])
+    cfg = _run(load, rd.config_path, list(set_))
     with _progress() as progress:
         summary = _run(run, cfg, rd, True, progress)
     _report(summary, rd)

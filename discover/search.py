@@ -66,7 +66,7 @@ from discover.mutation import DEFAULT_WEIGHTS
 from discover.ops import OP_BY_NAME
 from discover.program import Program, parse
 from discover.rundir import RunDir, TBLogger, program_markdown
-from discover.sharding import DistributedSection, check_devices, population_mesh, sharded
+from discover.sharding import DistributedSection, check_devices, population_mesh, sharded, without_process_id
 from envs import tasks as task_registry
 from envs.baselines import adamw_reference, reference_keys
 from envs.train import make_population_trainer, task_layout
@@ -897,7 +897,9 @@ def run_search(config: SearchConfig, run_dir: RunDir, resume: bool = False, prog
 
 def new_run_dir(config: SearchConfig, out: str | pathlib.Path | None = None) -> RunDir:
     """A fresh run directory ``<out or checkpoints>/<name>-<time>`` holding the resolved config."""
-    return RunDir.create(root=out or "checkpoints", name=config.name, config_yaml=dump_config(config))
+    # process_id differs between the processes of one run: each resumed process gives its own again
+    return RunDir.create(root=out or "checkpoints", name=config.name,
+                         config_yaml=dump_config(without_process_id(config)))
 
 
 def resume_config(run_dir: RunDir) -> SearchConfig:

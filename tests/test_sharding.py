@@ -20,6 +20,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import shutil
 import socket
 import subprocess
 import sys
@@ -357,16 +358,89 @@ def test_checkpoints_work_across_processes(one_device, workers):
         np.testing.assert_array_equal(g["key"], _key_data_of_seed(0))
 
 
+@pytest.fixture(scope="module")
+def one_device_search(workers):
+    """The tiny search on one device in this process: the reference for the sharded searches."""
+    return _tiny_search("1", workers["root"])
+
+
 @pytest.mark.slow
-def test_a_search_on_four_devices_finds_the_same_hall_of_fame(workers):
+def test_a_search_on_four_devices_finds_the_same_hall_of_fame(workers, one_device_search):
     """The update-rule search with ``devices: all`` on 4 devices vs ``devices: 1``: byte-identical outputs."""
     procs, out = workers["search"]
-    one = _tiny_search("1", workers["root"])
+    one = one_device_search
     procs.wait()
     four = json.loads(out.read_text())
     assert len(json.loads(one["hall_of_fame.json"])["entries"]) >= 2
     assert four["hall_of_fame.json"] == one["hall_of_fame.json"]
     assert four["best.py"] == one["best.py"]
+
+
+def _cli_processes(args_of: list[list[str]], env_of: list[dict]) -> list[str]:
+    """Runs ``python -m discover.cli ARGS`` once per process, all at once; their outputs (each must exit 0)."""
+    procs = [subprocess.Popen([sys.executable, "-m", "discover.cli", *args], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for args, env in zip(args_of, env_of)]
+    try:
+        outputs = [p.communicate(timeout=WORKER_TIMEOUT_S)[0] for p in procs]
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            p.kill()
+        pytest.fail(f"discover {args_of[0][:2]} in {len(procs)} processes timed out after {WORKER_TIMEOUT_S}s")
+    for i, (p, o) in enumerate(zip(procs, outputs)):
+        assert p.returncode == 0, f"process {i} exited with {p.returncode}:\n{o[-3000:]}"
+    return outputs
+
+
+@pytest.mark.slow
+def test_the_cli_search_and_resume_in_two_processes(workers, one_device_search):
+    """``discover search`` as two processes (2 devices each, gloo on 127.0.0.1): one run directory, written
+    by process 0 only, with the one-device hall of fame; then ``discover resume`` in two processes, from an
+    earlier checkpoint, with a new coordinator port and the ranks from $JAX_PROCESS_ID, ends the same."""
+    root = workers["root"] / "cli"
+    config = ROOT / "experiments" / "search_tiny.yaml"
+    common = [*(f"--set={o}" for o in SEARCH_OVERRIDES), f"--set=fitness.reference_cache={workers['root'] / 'baselines.json'}"]
+    port = _free_port()
+    outputs = _cli_processes(
+        [["search", str(config), *common, f"--set=distributed.coordinator_address=127.0.0.1:{port}",
+          "--set=distributed.num_processes=2", f"--set=distributed.process_id={i}", "--out", str(root)]
+         for i in range(2)],
+        [_worker_env(2)] * 2,
+    )
+    assert "best fitness" in outputs[0] and "best fitness" not in outputs[1]
+    assert "process 1 of 2: done" in outputs[1]
+    (run,) = root.iterdir()  # both processes agreed on one run directory
+    files = ("hall_of_fame.json", "best.py")
+    for name in files:
+        assert (run / name).read_text() == one_device_search[name], name
+    assert len(list((run / "tb").glob("events.out.tfevents.*"))) == 1  # only process 0 logs
+    recorded = (run / "config.yaml").read_text()
+    assert "num_processes: 2" in recorded and "process_id: null" in recorded  # each process gives its own rank
+
+    # Back to generation 2: drop the newest checkpoint and the results, then resume as two processes.
+    steps = sorted(int(d.name) for d in (run / "ckpt").iterdir() if d.name.isdigit())
+    assert steps[-1] == 4 and 2 in steps, steps
+    shutil.rmtree(run / "ckpt" / "4")
+    for name in (*files, "results.json"):
+        (run / name).unlink()
+    port = _free_port()
+    outputs = _cli_processes(
+        [["resume", str(run), f"--set=distributed.coordinator_address=127.0.0.1:{port}"] for _ in range(2)],
+        [_worker_env(2) | {"JAX_PROCESS_ID": str(i)} for i in range(2)],
+    )
+    assert "process 1 of 2: done" in outputs[1]
+    for name in files:
+        assert (run / name).read_text() == one_device_search[name], name
+
+
+def test_resume_refuses_to_change_the_search(tmp_path):
+    from typer.testing import CliRunner
+
+    from discover.cli import app
+
+    result = CliRunner().invoke(app, ["resume", str(tmp_path), "--set", "evolution.generations=9"])
+    assert result.exit_code == 2
+    assert "--set evolution.generations: only devices and distributed.* can change on resume" in result.output
 
 
 # -- small pieces ------------------------------------------------------------------------------------------
