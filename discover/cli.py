@@ -159,9 +159,9 @@ def _start_processes(config_path, overrides) -> None:
 
 def _is_primary() -> bool:
     """True unless this is process 1.. of a multi-process run (those work silently; process 0 reports)."""
-    from discover.rundir import is_main_process
+    from discover.sharding import is_primary
 
-    return is_main_process()
+    return is_primary()
 
 
 def _progress():

@@ -45,6 +45,8 @@ import yaml
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from discover.rundir import is_main_process
+
 __all__ = [
     "AXIS",
     "DistributedSection",
@@ -421,4 +423,4 @@ def initialize_distributed(section: Any = None) -> ProcessInfo:
 
 def is_primary() -> bool:
     """True in the process that logs and writes results (process 0; always True for a single process)."""
-    return jax.process_index() == 0
+    return is_main_process()  # the one rule, kept where the run directory applies it
