@@ -132,17 +132,11 @@ def _searches(kind: str):
 
         return search.load_search_config, search.new_run_dir, search.run_search
     from discover import rl_search
-    from discover.config import dump_config, load_config
-    from discover.rundir import RunDir
+    from discover.config import load_config
+    from discover.rundir import new_run_dir
 
     def load(path, overrides):
         return load_config(rl_search.RLSearchConfig, path, overrides)
-
-    def new_run_dir(config, out):
-        from discover.sharding import without_process_id
-
-        return RunDir.create(root=out or "checkpoints", name=config.name,
-                             config_yaml=dump_config(without_process_id(config)))
 
     return load, new_run_dir, rl_search.run_rl_search
 
@@ -219,10 +213,6 @@ def search_cmd(
     raise typer.Exit(code=130 if summary.get("interrupted") else 0)
 
 
-# What may differ on resume: where it runs, never what it searches (the result must not change).
-_RESUME_KEYS = ("devices", "distributed.")
-
-
 @app.command("resume")
 def resume_cmd(
     run_dir: Path = typer.Argument(..., help="a run directory written by `discover search`"),
@@ -233,7 +223,7 @@ def resume_cmd(
     from discover.config import peek_kind
     from discover.rundir import RunDir
 
-    for item in set_:
+    for item in set_:  # what may differ on resume: where it runs, never what it searches
         key = item.split("=", 1)[0].strip()
         if not (key == "devices" or key.startswith("distributed.")):
             fail(f"--set {key}: only devices and distributed.* can change on resume (the search itself runs "

@@ -44,9 +44,11 @@ from typing import Any
 
 import numpy as np
 
-from discover.config import ConfigError
+from discover.config import ConfigError, dump_config
 
-__all__ = ["RunDir", "RunDirError", "TBLogger", "atomic_write_bytes", "is_main_process", "program_markdown"]
+__all__ = [
+    "RunDir", "RunDirError", "TBLogger", "atomic_write_bytes", "is_main_process", "new_run_dir", "program_markdown",
+]
 
 CONFIG_FILE = "config.yaml"
 _TIME_FORMAT = "%Y%m%d-%H%M%S"
@@ -285,6 +287,17 @@ def _hparam_value(value: Any) -> bool | int | float | str:
     if value is None:
         return "null"
     return json.dumps(value, default=_json_default)
+
+
+def new_run_dir(config: Any, out: str | os.PathLike | None = None) -> RunDir:
+    """A fresh run directory ``<out or checkpoints>/<config.name>-<time>`` holding a search's resolved config.
+
+    ``distributed.process_id`` is not recorded: each process of a multi-process run has its own rank, given
+    again on resume (``--set distributed.process_id`` or ``$JAX_PROCESS_ID``)."""
+    section = getattr(config, "distributed", None)
+    if section is not None and section.process_id is not None:
+        config = dataclasses.replace(config, distributed=dataclasses.replace(section, process_id=None))
+    return RunDir.create(root=out or "checkpoints", name=config.name, config_yaml=dump_config(config))
 
 
 class TBLogger:

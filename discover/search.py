@@ -65,8 +65,8 @@ from discover.evolution import (
 from discover.mutation import DEFAULT_WEIGHTS
 from discover.ops import OP_BY_NAME
 from discover.program import Program, parse
-from discover.rundir import RunDir, TBLogger, program_markdown
-from discover.sharding import DistributedSection, check_devices, population_mesh, sharded, without_process_id
+from discover.rundir import RunDir, TBLogger, new_run_dir, program_markdown
+from discover.sharding import DistributedSection, check_devices, population_mesh, sharded
 from envs import tasks as task_registry
 from envs.baselines import adamw_reference, reference_keys
 from envs.train import make_population_trainer, task_layout
@@ -299,9 +299,12 @@ class Scorer:
     def members_per_candidate(self) -> int:
         return len(self.lr_multipliers) * self.seeds
 
+    @functools.cached_property
+    def _mesh(self):
+        return population_mesh(self.devices)
+
     def trainer(self, task):
-        fn = interpreted_trainer(task, self.max_len, self.n_state, self.needs_hessian)
-        return sharded(fn, population_mesh(self.devices))
+        return sharded(interpreted_trainer(task, self.max_len, self.n_state, self.needs_hessian), self._mesh)
 
     @functools.cached_property
     def _keys(self):
@@ -893,13 +896,6 @@ def run_search(config: SearchConfig, run_dir: RunDir, resume: bool = False, prog
     if not interrupted:
         run_dir.write_json("results.json", {"config": config_to_dict(config), **summary})
     return summary
-
-
-def new_run_dir(config: SearchConfig, out: str | pathlib.Path | None = None) -> RunDir:
-    """A fresh run directory ``<out or checkpoints>/<name>-<time>`` holding the resolved config."""
-    # process_id differs between the processes of one run: each resumed process gives its own again
-    return RunDir.create(root=out or "checkpoints", name=config.name,
-                         config_yaml=dump_config(without_process_id(config)))
 
 
 def resume_config(run_dir: RunDir) -> SearchConfig:

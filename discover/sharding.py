@@ -63,7 +63,6 @@ __all__ = [
     "population_mesh",
     "shard_population",
     "sharded",
-    "without_process_id",
 ]
 
 AXIS = "pop"
@@ -351,15 +350,6 @@ def distributed_section(path: str | os.PathLike | None, overrides: Sequence[str]
         frozen=True,
     )
     return load_config(schema, path, overrides).distributed
-
-
-def without_process_id(config: Any) -> Any:
-    """``config`` with ``distributed.process_id`` unset: what a run directory records, since each process of a
-    multi-process run has its own rank (given again on resume by ``--set`` or ``$JAX_PROCESS_ID``)."""
-    section = getattr(config, "distributed", None)
-    if section is None or section.process_id is None:
-        return config
-    return dataclasses.replace(config, distributed=dataclasses.replace(section, process_id=None))
 
 
 class ProcessInfo(NamedTuple):
