@@ -19,8 +19,8 @@ import time
 import jax
 import numpy as np
 
-from discover import interpreter
-from discover.mutation import mutate
+from discover.language import interpreter
+from discover.language.mutation import mutate
 from envs.tasks import get_task
 from envs.train import adamw_init_opt_state, adamw_update_fn, make_population_trainer, task_layout
 from search_spaces.update_rules import UpdateRuleSpace, seeds

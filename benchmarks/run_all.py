@@ -127,7 +127,7 @@ def _profile_benches(profile: str) -> list[Bench]:
         ("--populations", "64", "256", "--lengths", "16", "--length-population", "64",
          "--steps", "150" if long else "50", "--repeats", "5" if long else "3", "--json", "{json}"),
         timeout_s=900,
-        about="The interpreter trainer through `discover.sharding.sharded` on a mesh over all devices vs the same "
+        about="The interpreter trainer through `discover.infra.sharding.sharded` on a mesh over all devices vs the same "
               "on a 1-device mesh, same process, interleaved. On a CPU the devices are virtual "
               f"(`XLA_FLAGS=--xla_force_host_platform_device_count={cpu_devices}`): XLA:CPU then runs one "
               "device per thread. Baseline: the 1-device mesh.",

@@ -4,13 +4,13 @@
         [--lengths 8 16 24] [--steps 50] [--repeats 5] [--json out.json]
 
 Every point trains the same population on the same task twice in this process, timed interleaved so that
-machine noise hits both alike: with interpreted programs (``discover.interpreter`` in the population
+machine noise hits both alike: with interpreted programs (``discover.language.interpreter`` in the population
 trainer) and with ``optax.adamw`` vmapped over the members (the baseline). Reported: median milliseconds
 per training step, the ratio interpreter / AdamW, and the XLA working memory (temp buffers of the compiled
 trainer, ``memory_analysis()``) of each, with its ratio.
 
 * **population**: P = 16, 64, 256 programs of ``--population-length`` statements. Also timed: the same
-  interpreter through ``discover.sharding.sharded`` on a 1-device mesh, as the searches call it (padding,
+  interpreter through ``discover.infra.sharding.sharded`` on a 1-device mesh, as the searches call it (padding,
   placement and, on CPU, the members trained in chunks of 8 so that results do not depend on the device
   count).
   With several devices visible (``XLA_FLAGS=--xla_force_host_platform_device_count=N`` on a CPU, or
@@ -40,8 +40,9 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax
 import numpy as np
 
-from discover import interpreter, sharding
-from discover.mutation import mutate
+from discover.language import interpreter
+from discover.infra import sharding
+from discover.language.mutation import mutate
 from envs.tasks import get_task
 from envs.train import adamw_init_opt_state, adamw_update_fn, make_population_trainer, task_layout
 from search_spaces.update_rules import UpdateRuleSpace, seeds

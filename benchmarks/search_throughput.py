@@ -29,9 +29,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from discover import evolution, search
-from discover.analysis import remove_dead_code
-from discover.optax_export import to_optax
+from discover.shared import evolution
+from discover.searches.update_rules import search
+from discover.language.analysis import remove_dead_code
+from discover.language.optax_export import to_optax
 from envs.baselines import reference_keys
 from envs.tasks import get_task
 from search_spaces.update_rules import UpdateRuleSpace, seed

@@ -1,13 +1,13 @@
 """discover: a JAX platform for discovering learning algorithms.
 
 Update rules are small symbolic programs (:func:`parse`, :class:`Program`) run by a batched
-interpreter over whole populations (:mod:`discover.interpreter`) and exported as ordinary optax
+interpreter over whole populations (:mod:`discover.language.interpreter`) and exported as ordinary optax
 optimizers (:func:`to_optax`, :func:`export_module`).
 """
 
-from discover.analysis import dead_fraction, fingerprint, fingerprints, remove_dead_code, structural_hash
-from discover.optax_export import export_module, to_optax
-from discover.program import Program, ProgramError, Statement, parse
+from discover.language.analysis import dead_fraction, fingerprint, fingerprints, remove_dead_code, structural_hash
+from discover.language.optax_export import export_module, to_optax
+from discover.language.program import Program, ProgramError, Statement, parse
 
 __version__ = "0.1.0"
 

@@ -38,7 +38,7 @@ def fail(message: str) -> None:
 
 def load_program(source: str):
     """A program from a file path or a seed name; UserError with file:line:col on any defect."""
-    from discover.program import ProgramError, parse
+    from discover.language.program import ProgramError, parse
 
     path = Path(source)
     if path.is_dir() and (path / "best.py").exists():
@@ -63,7 +63,7 @@ def load_program(source: str):
 @app.command("seeds")
 def seeds_cmd() -> None:
     """List the baseline seed programs."""
-    from discover.analysis import live_statements
+    from discover.language.analysis import live_statements
     from search_spaces.update_rules import seeds
 
     table = Table(title="baseline seeds")
@@ -78,7 +78,7 @@ def seeds_cmd() -> None:
 @app.command("show")
 def show_cmd(program: str = typer.Argument(..., help="a program file (.py) or a seed name")) -> None:
     """Validate a program and print its canonical form, live statements, state and fingerprint."""
-    from discover.analysis import fingerprint, live_statements, structural_hash
+    from discover.language.analysis import fingerprint, live_statements, structural_hash
 
     prog = _run(load_program, program)
     console.print(Syntax(str(prog), "python", theme="ansi_dark", line_numbers=False))
@@ -98,7 +98,7 @@ def export_cmd(
     output: Path = typer.Option(..., "-o", "--output", help="the Python module to write"),
 ) -> None:
     """Write a standalone optax module (imports only jax and optax) for a program."""
-    from discover.optax_export import export_module
+    from discover.language.optax_export import export_module
 
     prog = _run(load_program, program)
     text = export_module(prog)
@@ -115,8 +115,8 @@ def export_cmd(
 
 def _run(fn, *args, **kwargs):
     """Run fn, turning user errors (bad program, config, run directory) into one line and exit code 2."""
-    from discover.checkpointing import CheckpointError
-    from discover.config import ConfigError
+    from discover.infra.checkpointing import CheckpointError
+    from discover.infra.config import ConfigError
 
     try:
         return fn(*args, **kwargs)
@@ -128,12 +128,12 @@ def _run(fn, *args, **kwargs):
 def _searches(kind: str):
     """(load_config(path, overrides), new_run_dir(config, out), run(config, run_dir, resume, progress))."""
     if kind == "update_rule":
-        from discover import search
+        from discover.searches.update_rules import search
 
         return search.load_search_config, search.new_run_dir, search.run_search
-    from discover import rl_search
-    from discover.config import load_config
-    from discover.rundir import new_run_dir
+    from discover.searches.rl import search as rl_search
+    from discover.infra.config import load_config
+    from discover.infra.rundir import new_run_dir
 
     def load(path, overrides):
         return load_config(rl_search.RLSearchConfig, path, overrides)
@@ -143,7 +143,7 @@ def _searches(kind: str):
 
 def _start_processes(config_path, overrides) -> None:
     """jax.distributed for a multi-process run (config `distributed:` or JAX_* variables); a no-op otherwise."""
-    from discover.sharding import distributed_section, initialize_distributed
+    from discover.infra.sharding import distributed_section, initialize_distributed
 
     try:
         initialize_distributed(distributed_section(config_path, overrides))
@@ -153,7 +153,7 @@ def _start_processes(config_path, overrides) -> None:
 
 def _is_primary() -> bool:
     """True unless this is process 1.. of a multi-process run (those work silently; process 0 reports)."""
-    from discover.sharding import is_primary
+    from discover.infra.sharding import is_primary
 
     return is_primary()
 
@@ -198,7 +198,7 @@ def search_cmd(
     out: Path | None = typer.Option(None, "--out", help="parent folder of the run directory (default checkpoints/)"),
 ) -> None:
     """Run a search: update rules (kind: update_rule) or an RL objective (kind: rl_objective)."""
-    from discover.config import peek_kind
+    from discover.infra.config import peek_kind
 
     kind = "update_rule" if config is None else _run(peek_kind, str(config), ("update_rule", "rl_objective"))
     _run(_start_processes, config, list(set_))  # before the searches are imported (evosax starts JAX)
@@ -220,8 +220,8 @@ def resume_cmd(
         [], "--set", help="where it runs now: --set devices=2, --set distributed.coordinator_address=host0:1234"),
 ) -> None:
     """Continue a stopped or killed search from its newest good checkpoint."""
-    from discover.config import peek_kind
-    from discover.rundir import RunDir
+    from discover.infra.config import peek_kind
+    from discover.infra.rundir import RunDir
 
     for item in set_:  # what may differ on resume: where it runs, never what it searches
         key = item.split("=", 1)[0].strip()
@@ -271,7 +271,7 @@ def simplify_cmd(
     out: Path | None = typer.Option(None, "--out", help="report folder (default: the run dir or a new one)"),
 ) -> None:
     """Shorten a program while its meta-validation fitness stays within a tolerance; report every step."""
-    from discover.simplify import run_simplify
+    from discover.shared.simplify import run_simplify
 
     path = Path(source)
     program = source if (path.exists() or path.is_dir()) else _run(load_program, source)
@@ -285,7 +285,7 @@ def _is_rl_source(source: str) -> bool:
     if path.suffix == ".npz":
         return True
     if (path / "config.yaml").is_file():
-        from discover.config import ConfigError, peek_kind
+        from discover.infra.config import ConfigError, peek_kind
 
         try:
             return peek_kind(str(path / "config.yaml")) == "rl_objective"
@@ -309,12 +309,12 @@ def transfer_cmd(
 ) -> None:
     """Evaluate discovered algorithms on held-out tasks against tuned baselines (table + plots)."""
     if len(sources) == 1 and _is_rl_source(sources[0]):
-        from discover.rl_transfer import run_rl_transfer
+        from discover.shared.rl_transfer import run_rl_transfer
 
         table = _user_call(run_rl_transfer, sources[0], _names(envs), _floats(horizons, "--horizons"),
                            seeds or 4, out)
     else:
-        from discover.transfer import run_transfer
+        from discover.shared.transfer import run_transfer
 
         programs = {}
         for src in sources:

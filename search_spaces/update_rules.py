@@ -2,7 +2,7 @@
 
 Each seed is a program text in ``search_spaces/seeds/<name>.py``: a plain ``def`` in the program
 language with a comment on top citing its source and constants. Those files are *data*: they are read
-as text and parsed by :func:`discover.program.parse`, never imported or executed as Python.
+as text and parsed by :func:`discover.language.program.parse`, never imported or executed as Python.
 
 The seeds reproduce their references (optax's optimizer with its default constants where optax has one,
 else the paper's formula) to float32 rounding; ``tests/test_seeds.py`` checks both execution paths.
@@ -16,8 +16,8 @@ import importlib.resources
 
 import numpy as np
 
-from discover.ops import OP_BY_NAME, OPS
-from discover.program import Program, parse
+from discover.language.ops import OP_BY_NAME, OPS
+from discover.language.program import Program, parse
 
 SEED_NAMES: tuple[str, ...] = (
     "adamw", "adam", "sgd", "momentum", "nesterov", "rmsprop", "adagrad", "adabelief",
@@ -57,7 +57,7 @@ def seeds() -> dict[str, Program]:
 class UpdateRuleSpace:
     """What mutation may produce.
 
-    ops: op names a mutation may draw (default: the whole vocabulary of :mod:`discover.ops`; ``copy``,
+    ops: op names a mutation may draw (default: the whole vocabulary of :mod:`discover.language.ops`; ``copy``,
     the plain assignment ``x = y``, is always allowed). max_len: most statements a program may have;
     n_state: most state variables (they start at zero); allow_h: whether programs may read the Hessian
     estimate ``h``.

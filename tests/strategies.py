@@ -2,7 +2,7 @@
 
 :func:`programs` draws random VALID :class:`discover.Program` objects directly (no text involved):
 a signature with a non-empty subset of the inputs ``g, w, lr, t`` and 0-3 state variables in a random
-interleaving, statements that draw ops from :data:`discover.ops.OPS` with the right arity and arguments
+interleaving, statements that draw ops from :data:`discover.language.ops.OPS` with the right arity and arguments
 from already-defined names or finite constants, and ``return update, *state`` in parameter order.
 
 :func:`nested_program_texts` draws program *text* with nested expressions (infix operators, unary minus,
@@ -15,8 +15,8 @@ import keyword
 
 from hypothesis import strategies as st
 
-from discover.ops import OP_BY_NAME, OPS
-from discover.program import INPUTS, MAX_LEN, Program, Statement
+from discover.language.ops import OP_BY_NAME, OPS
+from discover.language.program import INPUTS, MAX_LEN, Program, Statement
 
 BASE_INPUTS = ("g", "w", "lr", "t")
 OP_NAMES = tuple(op.name for op in OPS)

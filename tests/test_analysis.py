@@ -1,4 +1,4 @@
-"""discover.analysis: dead-code removal, the structural hash and the functional fingerprint."""
+"""discover.language.analysis: dead-code removal, the structural hash and the functional fingerprint."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from discover import dead_fraction, fingerprint, fingerprints, parse, remove_dead_code, structural_hash
-from discover.analysis import live_statements
+from discover.language.analysis import live_statements
 from search_spaces.update_rules import SEED_NAMES, seed
 from tests.strategies import programs
 

@@ -1,4 +1,4 @@
-"""discover.checkpointing: exact orbax round trips, fallback over damaged steps, graceful signals."""
+"""discover.infra.checkpointing: exact orbax round trips, fallback over damaged steps, graceful signals."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from discover.checkpointing import (
+from discover.infra.checkpointing import (
     Checkpointer,
     CheckpointError,
     CheckpointFallbackWarning,

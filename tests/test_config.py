@@ -1,4 +1,4 @@
-"""discover.config: typed YAML configs whose errors name the file, the line and the key."""
+"""discover.infra.config: typed YAML configs whose errors name the file, the line and the key."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Literal
 
 import pytest
 
-from discover.config import ConfigError, config_to_dict, dump_config, flat_config, load_config, peek_kind
+from discover.infra.config import ConfigError, config_to_dict, dump_config, flat_config, load_config, peek_kind
 
 
 @dataclasses.dataclass

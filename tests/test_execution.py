@@ -10,7 +10,8 @@ import optax
 import pytest
 
 import discover
-from discover import interpreter, ops
+from discover.language import interpreter
+from discover.language import ops
 
 STEPS = 40
 SHAPES = {"a": (3, 4), "b": (5,), "c": (2, 1, 3)}

@@ -6,8 +6,8 @@ import dataclasses
 import numpy as np
 
 import discover
-from discover.mutation import mutate, random_constant, validate
-from discover.program import parse
+from discover.language.mutation import mutate, random_constant, validate
+from discover.language.program import parse
 
 ADAMW = discover.seed("adamw")
 

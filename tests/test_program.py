@@ -1,4 +1,4 @@
-"""discover.program: the update-rule language (parse, canonical printing, ProgramError with line:col)."""
+"""discover.language.program: the update-rule language (parse, canonical printing, ProgramError with line:col)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import discover
-from discover.ops import OP_BY_NAME
-from discover.program import MAX_LEN, Program, ProgramError, Statement, parse
+from discover.language.ops import OP_BY_NAME
+from discover.language.program import MAX_LEN, Program, ProgramError, Statement, parse
 from tests.strategies import float64_constants, nested_program_texts, programs
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

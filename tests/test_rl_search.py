@@ -13,10 +13,10 @@ import jax
 import numpy as np
 import pytest
 
-from discover.config import ConfigError, dump_config, load_config
-from discover.rl_search import RLSearchConfig, load_drift, run_rl_search, save_drift
-from discover.rl_transfer import reference_ppo_config, run_rl_transfer
-from discover.rundir import RunDir
+from discover.infra.config import ConfigError, dump_config, load_config
+from discover.searches.rl.search import RLSearchConfig, load_drift, run_rl_search, save_drift
+from discover.shared.rl_transfer import reference_ppo_config, run_rl_transfer
+from discover.infra.rundir import RunDir
 from envs import rl_envs
 from search_spaces.drift import DriftConfig, make_drift
 
@@ -163,9 +163,9 @@ def test_sigterm_checkpoints_stops_and_resumes_identically(tiny_run):
 CHILD = """
 import sys, time
 sys.path.insert(0, {repo!r})
-from discover.config import load_config
-from discover.rundir import RunDir
-from discover.rl_search import RLSearchConfig, run_rl_search
+from discover.infra.config import load_config
+from discover.infra.rundir import RunDir
+from discover.searches.rl.search import RLSearchConfig, run_rl_search
 
 class SlowProgress:  # gives the parent time to SIGKILL us between checkpoints
     def add_task(self, *args, **kwargs):

@@ -1,4 +1,4 @@
-"""discover.rundir: run directory layout, atomic writes, TensorBoard events read back."""
+"""discover.infra.rundir: run directory layout, atomic writes, TensorBoard events read back."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
-from discover import rundir as rundir_module
-from discover.config import ConfigError
-from discover.rundir import RunDir, RunDirError, TBLogger, program_markdown
+from discover.infra import rundir as rundir_module
+from discover.infra.config import ConfigError
+from discover.infra.rundir import RunDir, RunDirError, TBLogger, program_markdown
 
 
 def _events(logdir) -> event_accumulator.EventAccumulator:

@@ -11,15 +11,15 @@ import time
 
 import pytest
 
-from discover import search
+from discover.searches.update_rules import search
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TINY = ROOT / "experiments" / "search_tiny.yaml"
 
 SCRIPT = """
 import json, sys
-from discover import search
-from discover.rundir import RunDir
+from discover.searches.update_rules import search
+from discover.infra.rundir import RunDir
 mode, target, overrides = sys.argv[1], sys.argv[2], sys.argv[3:]
 if mode == "new":
     config = search.load_search_config({tiny!r}, overrides)

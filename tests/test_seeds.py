@@ -24,9 +24,9 @@ import optax
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from discover.interpreter import encode, init_registers, run_population
-from discover.optax_export import to_optax
-from discover.program import parse
+from discover.language.interpreter import encode, init_registers, run_population
+from discover.language.optax_export import to_optax
+from discover.language.program import parse
 from search_spaces import update_rules
 from search_spaces.update_rules import SEED_NAMES, UpdateRuleSpace, seed, seed_text, seeds
 

@@ -44,7 +44,7 @@ WORKER_TIMEOUT_S = 300
 
 
 def _programs(n: int):
-    from discover.mutation import mutate
+    from discover.language.mutation import mutate
     from search_spaces.update_rules import UpdateRuleSpace, seeds
 
     space = UpdateRuleSpace()
@@ -59,7 +59,7 @@ def _programs(n: int):
 def _update_rule_case():
     import jax
 
-    from discover import interpreter
+    from discover.language import interpreter
     from envs.tasks import get_task
     from envs.train import make_population_trainer, task_layout
     from search_spaces.update_rules import UpdateRuleSpace
@@ -100,7 +100,7 @@ SEARCH_OVERRIDES = ["evolution.generations=4", "refine.top_k=0"]
 
 def _tiny_search(devices: str, root: pathlib.Path) -> dict[str, str]:
     """Runs experiments/search_tiny.yaml on ``devices``; returns its hall of fame and best program (text)."""
-    from discover import search
+    from discover.searches.update_rules import search
 
     config = search.load_search_config(
         ROOT / "experiments" / "search_tiny.yaml",
@@ -143,7 +143,7 @@ def _assert_bitwise_equal(got: dict, want: dict, what: str) -> None:
 def _worker_devices(out: str) -> None:
     import jax
 
-    from discover import sharding
+    from discover.infra import sharding
 
     assert jax.device_count() == 4, jax.devices()
     mesh = sharding.population_mesh("all")
@@ -166,7 +166,7 @@ def _worker_search(out: str) -> None:
 
 
 def _worker_process(out: str, port: int, process_id: int) -> None:
-    from discover import sharding
+    from discover.infra import sharding
 
     info = sharding.initialize_distributed(
         {"coordinator_address": f"127.0.0.1:{port}", "num_processes": 2, "process_id": process_id}
@@ -196,7 +196,7 @@ def _checkpoint_round_trip(directory: pathlib.Path, process_id: int, results: di
     import jax
     import jax.numpy as jnp
 
-    from discover.checkpointing import Checkpointer
+    from discover.infra.checkpointing import Checkpointer
 
     state = {
         "fitness": results["update_rule/val_loss"].astype(np.float64) + process_id,
@@ -302,7 +302,7 @@ def workers(request, tmp_path_factory):
 @pytest.fixture(scope="module")
 def one_device(workers):
     """The reference: a one-device mesh in this process (computed while the workers run)."""
-    from discover import sharding
+    from discover.infra import sharding
 
     mesh = sharding.population_mesh(1)
     train, args = _update_rule_case()
@@ -450,7 +450,7 @@ def test_pad_population_and_mesh():
     import jax
     from jax.sharding import AxisType
 
-    from discover import sharding
+    from discover.infra import sharding
 
     mesh = sharding.population_mesh("all")
     assert mesh.axis_names == ("pop",) and mesh.axis_types == (AxisType.Auto,)
@@ -467,7 +467,7 @@ def test_pad_population_and_mesh():
 
 @pytest.mark.parametrize("bad", [0, -2, True, "two", 1.5, 10_000])
 def test_bad_devices_value_is_one_clear_line(bad):
-    from discover import sharding
+    from discover.infra import sharding
 
     with pytest.raises(ValueError, match=r"^devices: ") as err:
         sharding.population_mesh(bad)
@@ -475,7 +475,7 @@ def test_bad_devices_value_is_one_clear_line(bad):
 
 
 def test_sharded_rejects_inputs_without_a_common_population_axis():
-    from discover import sharding
+    from discover.infra import sharding
 
     f = sharding.sharded(lambda a, b: {"s": a + b[:, 0]}, sharding.population_mesh(1))
     np.testing.assert_array_equal(f(np.arange(3.0), np.ones((3, 2)))["s"], [1.0, 2.0, 3.0])
@@ -488,7 +488,7 @@ def test_chunked_and_padded_members_match_their_own_runs():
     on the chunk size only: bitwise the same in a population of 5 chunks as in a population of one chunk."""
     import jax.numpy as jnp
 
-    from discover import sharding
+    from discover.infra import sharding
 
     def train(x, w):  # a tiny 'trainer' with a population-wide reduction, like the interpreter's conds
         used = (jnp.sum(w) > 0).astype(x.dtype)  # steers nothing here, but is taken over the call's members
@@ -509,7 +509,7 @@ def test_chunked_and_padded_members_match_their_own_runs():
 def test_padding_repeats_the_last_member():
     import jax
 
-    from discover import sharding
+    from discover.infra import sharding
 
     keys = jax.random.split(jax.random.key(0), 3)
     padded = sharding._pad_rows(keys, 5)
@@ -520,7 +520,7 @@ def test_padding_repeats_the_last_member():
 
 
 def test_initialize_distributed_single_process_is_a_no_op(monkeypatch):
-    from discover import sharding
+    from discover.infra import sharding
 
     for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
         monkeypatch.delenv(name, raising=False)
@@ -532,7 +532,7 @@ def test_initialize_distributed_single_process_is_a_no_op(monkeypatch):
 
 
 def test_initialize_distributed_names_what_is_missing(monkeypatch):
-    from discover import sharding
+    from discover.infra import sharding
 
     for name in ("JAX_COORDINATOR_ADDRESS", "JAX_PROCESS_ID"):
         monkeypatch.delenv(name, raising=False)
@@ -547,8 +547,8 @@ def test_initialize_distributed_names_what_is_missing(monkeypatch):
 
 
 def test_distributed_section_is_read_from_the_experiment_file_and_overrides(tmp_path):
-    from discover.config import ConfigError
-    from discover.sharding import DistributedSection, distributed_section
+    from discover.infra.config import ConfigError
+    from discover.infra.sharding import DistributedSection, distributed_section
 
     path = tmp_path / "x.yaml"
     path.write_text("kind: update_rule\nevolution: {population: 8}\ndistributed:\n  num_processes: 2\n")

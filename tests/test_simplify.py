@@ -11,13 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from discover import interpreter
-from discover.analysis import structural_hash
+from discover.language import interpreter
+from discover.language.analysis import structural_hash
 from discover.cli import load_program
-from discover.optax_export import export_module
-from discover.program import parse
-from discover.rundir import RunDir
-from discover.simplify import (
+from discover.language.optax_export import export_module
+from discover.language.program import parse
+from discover.infra.rundir import RunDir
+from discover.shared.simplify import (
     candidate_edits,
     canonicalize,
     complexity,
@@ -162,7 +162,7 @@ def test_canonicalize_is_valid_simpler_idempotent_and_computes_the_same(program)
 
 @given(st.floats(min_value=-1e6, max_value=1e6, allow_nan=False))
 def test_rounded_constants_are_shorter(c):
-    from discover.simplify import constant_cost
+    from discover.shared.simplify import constant_cost
 
     for r in rounded_constants(c):
         assert r != c and constant_cost(r) < constant_cost(c)
@@ -308,7 +308,7 @@ def test_run_simplify_on_a_run_directory_uses_its_funnel_and_writes_into_it(tmp_
 
 
 def test_run_simplify_reports_bad_sources_in_one_line(tmp_path):
-    from discover.config import ConfigError
+    from discover.infra.config import ConfigError
 
     bad = tmp_path / "bad.py"
     bad.write_text("def f(g, lr, t):\n    u = nope(g)\n    return u\n")

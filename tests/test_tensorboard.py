@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from discover import search
+from discover.searches.update_rules import search
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TINY = ROOT / "experiments" / "search_tiny.yaml"

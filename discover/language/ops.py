@@ -1,7 +1,7 @@
 """The op vocabulary of update-rule programs: ONE definition of each op's numerics.
 
-Both execution paths call the functions below: the batched interpreter (:mod:`discover.interpreter`)
-and the specialized optax path (:mod:`discover.optax_export`), whose exported modules contain the
+Both execution paths call the functions below: the batched interpreter (:mod:`discover.language.interpreter`)
+and the specialized optax path (:mod:`discover.language.optax_export`), whose exported modules contain the
 *source* of these same functions (copied with :func:`inspect.getsource`). So they agree to float32
 rounding.
 

@@ -24,7 +24,7 @@ import dataclasses
 import math
 import re
 
-from discover.ops import INFIX, OP_BY_NAME
+from discover.language.ops import INFIX, OP_BY_NAME
 
 INPUTS = ("g", "w", "lr", "t", "h")
 MAX_LEN = 32  # default bound on the number of statements

@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from discover import interpreter
-from discover.program import Program
+from discover.language import interpreter
+from discover.language.program import Program
 
 
 def _live_mask(program: Program) -> tuple[list[bool], set[str]]:

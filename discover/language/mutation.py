@@ -20,8 +20,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from discover.ops import OP_BY_NAME
-from discover.program import INPUTS, Program, ProgramError, Statement, parse
+from discover.language.ops import OP_BY_NAME
+from discover.language.program import INPUTS, Program, ProgramError, Statement, parse
 
 DEFAULT_WEIGHTS = {"insert": 1.0, "delete": 1.0, "modify_arg": 1.0, "modify_const": 1.0, "modify_op": 1.0}
 COMMON_CONSTANTS = (0.5, 0.9, 0.99, 0.999, 1.0, 2.0, 1e-8, 1e-3, 0.1)

@@ -45,7 +45,7 @@ import yaml
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from discover.rundir import is_main_process
+from discover.infra.rundir import is_main_process
 
 __all__ = [
     "AXIS",
@@ -333,7 +333,7 @@ def distributed_section(path: str | os.PathLike | None, overrides: Sequence[str]
     """The validated ``distributed:`` section of an experiment YAML (with ``--set`` overrides), read without
     importing the searches: importing evosax starts JAX's backend, after which ``jax.distributed`` cannot
     start. Other keys are left to the search's own config check. Raises ConfigError (file, line, key)."""
-    from discover.config import load_config
+    from discover.infra.config import load_config
 
     keys = set()
     if path is not None:

@@ -2,7 +2,7 @@
 
 :func:`to_optax` runs a program's statements directly, leaf by leaf, and :func:`export_module`
 writes a standalone Python module (importing only jax and optax) that does exactly the same thing:
-the module contains the *source* of the op functions of :mod:`discover.ops` and of the leaf-wise
+the module contains the *source* of the op functions of :mod:`discover.language.ops` and of the leaf-wise
 runners below, so what is measured through ``to_optax`` is what an exported file computes.
 
 Convention: a program returns the update that the caller subtracts (``w <- w - update``); optax adds
@@ -23,9 +23,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from discover import ops
-from discover.ops import combine_stats, tensor_stats
-from discover.program import Program
+from discover.language import ops
+from discover.language.ops import combine_stats, tensor_stats
+from discover.language.program import Program
 
 
 # --- leaf-wise runners (exported verbatim) ---------------------------------------------------------
@@ -128,7 +128,7 @@ def to_optax(program: Program, learning_rate: float | Callable = 1e-3) -> optax.
     ``optax.GradientTransformationExtraArgs`` whose ``update`` takes ``h=`` (a pytree like the params).
     """
     if isinstance(program, str):
-        from discover.program import parse
+        from discover.language.program import parse
 
         program = parse(program)
 

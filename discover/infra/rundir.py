@@ -4,7 +4,7 @@ A run directory holds everything one search writes::
 
     <root>/<name>-<YYYYmmdd-HHMMSS>[-N]/
         config.yaml     the resolved config (what `load_config` reads back), written at creation
-        ckpt/           orbax checkpoints (``RunDir.checkpoint_dir``, see ``discover.checkpointing``)
+        ckpt/           orbax checkpoints (``RunDir.checkpoint_dir``, see ``discover.infra.checkpointing``)
         tb/             TensorBoard events (``RunDir.tb_dir``, see ``TBLogger``)
         *.json, *.py    results (best programs, transfer tables), written atomically
 
@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from discover.config import ConfigError, dump_config
+from discover.infra.config import ConfigError, dump_config
 
 __all__ = [
     "RunDir", "RunDirError", "TBLogger", "atomic_write_bytes", "is_main_process", "new_run_dir", "program_markdown",

@@ -32,10 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from discover.checkpointing import Checkpointer, GracefulExit
-from discover.config import config_to_dict, dump_config, flat_config
-from discover.rundir import RunDir, TBLogger
-from discover.sharding import DistributedSection, check_devices, population_mesh, sharded
+from discover.infra.checkpointing import Checkpointer, GracefulExit
+from discover.infra.config import config_to_dict, dump_config, flat_config
+from discover.infra.rundir import RunDir, TBLogger
+from discover.infra.sharding import DistributedSection, check_devices, population_mesh, sharded
 from envs import rl_envs
 from envs.ppo import PPOConfig, log_horizon, make_population_train, return_curve, validate
 from search_spaces.drift import DriftConfig, DriftFamily, drift_surface, make_drift, switch_drift
@@ -382,7 +382,7 @@ def save_drift(path: str | pathlib.Path, params: Any, meta: dict) -> pathlib.Pat
     """Writes drift parameters as ``param:<tree path>`` arrays plus ``meta`` (JSON text) into one npz."""
     import io
 
-    from discover.rundir import atomic_write_bytes
+    from discover.infra.rundir import atomic_write_bytes
 
     arrays = {
         f"param:{_path_name(p)}": np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(params)[0]

@@ -8,7 +8,7 @@ gradients and state are flat float32 vectors (P, N); per-tensor reductions use t
 Registers (per member, each a (N,) vector): ``0 g, 1 w, 2 lr, 3 t, 4 h``, then the S state slots,
 then one register per statement (SSA: statement i writes register ``5 + S + i``), so writes go to a
 static place and reads are one gather. The statements run in a ``fori_loop``. At each statement the
-ops are computed group by group (:data:`discover.ops.GROUPS`), each group under a ``lax.cond`` on
+ops are computed group by group (:data:`discover.language.ops.GROUPS`), each group under a ``lax.cond`` on
 "does any member use an op of this group here", so a population of similar programs pays for the
 few ops it uses rather than for the whole vocabulary, and padding statements cost almost nothing.
 """
@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from discover import ops
-from discover.program import Program
+from discover.language import ops
+from discover.language.program import Program
 
 N_INPUT_REGS = 5
 INPUT_REG = {"g": 0, "w": 1, "lr": 2, "t": 3, "h": 4}

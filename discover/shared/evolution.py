@@ -1,9 +1,9 @@
 """Regularized evolution over update-rule programs: the population logic, host side.
 
 The population is a list of :class:`Individual` in birth order (oldest first). Each generation picks
-parents by tournament, mutates them (:func:`discover.mutation.mutate`), removes dead code, and
+parents by tournament, mutates them (:func:`discover.language.mutation.mutate`), removes dead code, and
 fingerprints every child in one batched call; a child whose fingerprint is known reuses its fitness,
-the others are scored together (see :mod:`discover.search`). Adding a child kills the oldest member.
+the others are scored together (see :mod:`discover.searches.update_rules.search`). Adding a child kills the oldest member.
 
 Everything random draws from one ``numpy.random.Generator`` whose state is checkpointed, so a run
 resumed from a checkpoint repeats exactly what an uninterrupted run does.
@@ -19,9 +19,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from discover.analysis import fingerprints, live_statements, remove_dead_code
-from discover.mutation import mutate
-from discover.program import Program, Statement, parse
+from discover.language.analysis import fingerprints, live_statements, remove_dead_code
+from discover.language.mutation import mutate
+from discover.language.program import Program, Statement, parse
 
 
 @dataclasses.dataclass(frozen=True)

@@ -45,11 +45,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from discover import interpreter
-from discover.analysis import remove_dead_code
-from discover.checkpointing import Checkpointer, GracefulExit
-from discover.config import ConfigError, config_to_dict, dump_config, flat_config, load_config
-from discover.evolution import (
+from discover.language import interpreter
+from discover.language.analysis import remove_dead_code
+from discover.infra.checkpointing import Checkpointer, GracefulExit
+from discover.infra.config import ConfigError, config_to_dict, dump_config, flat_config, load_config
+from discover.shared.evolution import (
     HallEntry,
     Individual,
     add_member,
@@ -62,17 +62,17 @@ from discover.evolution import (
     tournament,
     update_hall,
 )
-from discover.mutation import DEFAULT_WEIGHTS
-from discover.ops import OP_BY_NAME
-from discover.program import Program, parse
-from discover.rundir import RunDir, TBLogger, new_run_dir, program_markdown
-from discover.sharding import DistributedSection, check_devices, population_mesh, sharded
+from discover.language.mutation import DEFAULT_WEIGHTS
+from discover.language.ops import OP_BY_NAME
+from discover.language.program import Program, parse
+from discover.infra.rundir import RunDir, TBLogger, new_run_dir, program_markdown
+from discover.infra.sharding import DistributedSection, check_devices, population_mesh, sharded
 from envs import tasks as task_registry
 from envs.baselines import adamw_reference, reference_keys
 from envs.train import make_population_trainer, task_layout
 from search_spaces.update_rules import SEED_NAMES, UpdateRuleSpace, seed
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[3]
 QUICKSTART = REPO_ROOT / "experiments" / "quickstart.yaml"
 CHECKPOINT_FORMAT = 1
 
@@ -239,7 +239,7 @@ class SearchConfig:
 
 def load_search_config(path: str | pathlib.Path | None = None, overrides: Sequence[str] = ()) -> SearchConfig:
     """The validated config of ``path`` (``experiments/quickstart.yaml`` when None) with ``--set`` overrides;
-    raises :class:`discover.config.ConfigError` (one line: file, line, key, what is wrong)."""
+    raises :class:`discover.infra.config.ConfigError` (one line: file, line, key, what is wrong)."""
     if path is None:
         path = QUICKSTART if QUICKSTART.is_file() else None
     return load_config(SearchConfig, path, overrides)
@@ -623,7 +623,7 @@ REFINE_SALT = 7_919
 
 def _strategy(cfg: RefineSection, popsize: int, dim: int):
     """An evosax strategy over ``dim`` log2 scales (the RL search's factory; std set to ``cfg.sigma``)."""
-    from discover.rl_search import ESSection, make_strategy  # late: pulls in the RL stack
+    from discover.searches.rl.search import ESSection, make_strategy  # late: pulls in the RL stack
 
     es = ESSection(strategy=cfg.strategy, popsize=popsize, sigma=cfg.sigma, lr=cfg.lr,
                    antithetic=popsize % 2 == 0, rank_shaping=True)

@@ -6,7 +6,7 @@ inits and data streams for every optimizer). One optimizer's whole grid x seeds 
 population trainer of :mod:`envs.train`: the members are (lr, wd, seed) triples and lr and wd are traced
 per-member inputs (the transformation is built inside ``jax.vmap`` from them), so a grid costs one compile.
 
-Programs run through :func:`discover.optax_export.to_optax` (the specialized path, on each member's own
+Programs run through :func:`discover.language.optax_export.to_optax` (the specialized path, on each member's own
 parameter pytree, so per-tensor reductions see the real tensors): what is measured is what
 ``discover export`` gives. Weight decay is applied the same way for every optimizer, decoupled and scaled
 by the lr like AdamW's: ``optax.chain(tx(lr), optax.add_decayed_weights(-lr * wd))``, i.e.
@@ -40,9 +40,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from discover.optax_export import to_optax
-from discover.program import Program
-from discover.rundir import RunDir, TBLogger, atomic_write_bytes, program_markdown
+from discover.language.optax_export import to_optax
+from discover.language.program import Program
+from discover.infra.rundir import RunDir, TBLogger, atomic_write_bytes, program_markdown
 from envs import tasks as task_registry
 from envs.baselines import reference_keys
 from envs.train import make_population_trainer, ravel, task_layout, unravel
@@ -346,7 +346,7 @@ def run_transfer(programs: Mapping[str, Program], *, tasks: Sequence = ("target"
     ``lr_grid``: multipliers of each task's nominal lr; ``wd_grid``: decoupled weight decays (the step is
     ``w <- w - lr * wd * w``); ``seeds``: training seeds per grid point; ``steps_override``: train every
     task this many steps instead of its own. ``console``: a rich Console for progress lines."""
-    from discover.search import with_steps
+    from discover.searches.update_rules.search import with_steps
 
     if seeds < 1:
         raise ValueError(f"transfer: seeds must be >= 1, got {seeds}")

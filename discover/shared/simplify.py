@@ -1,6 +1,6 @@
 """Simplify a discovered update rule: a shorter program that scores the same.
 
-Two kinds of change, both small pure functions over :class:`~discover.program.Program`:
+Two kinds of change, both small pure functions over :class:`~discover.language.program.Program`:
 
 * **Folds** (:func:`canonicalize`) are algebraic identities that hold up to float32 rounding and the
   protected numerics' edge cases: dead code, constant statements evaluated (``1.0 - 0.9``), ``x * 1``,
@@ -14,7 +14,7 @@ Two kinds of change, both small pure functions over :class:`~discover.program.Pr
   within ``tolerance`` of the original program's.
 
 :func:`simplify` is the greedy loop. It takes ``score(programs) -> fitness array`` (lower is better), so
-it runs with any scorer: :func:`run_simplify` uses the meta-validation scorer of :mod:`discover.search`
+it runs with any scorer: :func:`run_simplify` uses the meta-validation scorer of :mod:`discover.searches.update_rules.search`
 (val loss / tuned AdamW's val loss on the meta-validation tasks); tests use cheap ones. Each round lists
 the edits of the current program, most simplifying first, and scores them ``batch`` at a time (one
 batched trainer call per chunk); the first that stays within tolerance is applied. It stops when no
@@ -32,11 +32,11 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from discover import ops
-from discover.analysis import remove_dead_code, structural_hash
-from discover.config import ConfigError
-from discover.program import Program, ProgramError, Statement, parse
-from discover.rundir import RunDir, RunDirError, TBLogger, program_markdown
+from discover.language import ops
+from discover.language.analysis import remove_dead_code, structural_hash
+from discover.infra.config import ConfigError
+from discover.language.program import Program, ProgramError, Statement, parse
+from discover.infra.rundir import RunDir, RunDirError, TBLogger, program_markdown
 
 ScoreFn = Callable[[Sequence[Program]], np.ndarray]
 
@@ -728,7 +728,7 @@ def scoring_setup(run: RunDir | None, *, tasks=None, seeds=None, steps=None, lr_
     worst, refs, cache = 1000.0, None, reference_cache
     run_tasks, run_steps, run_seeds, run_lrs = list(DEFAULT_METAVAL_TASKS), None, 1, (1.0,)
     if run is not None:
-        from discover.search import resume_config
+        from discover.searches.update_rules.search import resume_config
 
         config = resume_config(run)
         funnel = config.funnel
@@ -755,8 +755,8 @@ def scoring_setup(run: RunDir | None, *, tasks=None, seeds=None, steps=None, lr_
 
 
 def make_score_fn(setup: ScoringSetup, program: Program, batch: int) -> ScoreFn:
-    """The meta-validation fitness of :mod:`discover.search` (its Scorer) as ``score(programs)``."""
-    from discover import search
+    """The meta-validation fitness of :mod:`discover.searches.update_rules.search` (its Scorer) as ``score(programs)``."""
+    from discover.searches.update_rules import search
     from envs import tasks as task_registry
     from envs.baselines import adamw_reference
 
@@ -804,11 +804,11 @@ def run_simplify(source, *, tolerance: float = DEFAULT_TOLERANCE, tasks: Sequenc
     ``simplify.md``, ``simplify.json`` and ``simplified.py`` into ``out_dir`` (default: the run directory,
     else a new ``checkpoints/simplify-<time>``), plus TensorBoard text/scalars under its ``tb/`` (``tb``).
 
-    Scoring (unless ``score`` is given): the meta-validation fitness of :mod:`discover.search` on ``tasks``
+    Scoring (unless ``score`` is given): the meta-validation fitness of :mod:`discover.searches.update_rules.search` on ``tasks``
     (names or Task objects; default: the run's funnel tasks, else ``mlp_regression_metaval``), ``steps``
     training steps (default: the run's / each task's), ``seeds`` seeds, lr = tuned AdamW lr x
     ``lr_multipliers``. ``console``: a rich Console for the step table. Bad input raises
-    :class:`discover.config.ConfigError` (one line)."""
+    :class:`discover.infra.config.ConfigError` (one line)."""
     if not (tolerance >= 0 and math.isfinite(tolerance)):
         raise ConfigError(f"must be a finite number >= 0, got {tolerance}", key="tolerance")
     for key, value in (("batch", batch), ("seeds", seeds), ("steps", steps)):
