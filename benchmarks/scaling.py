@@ -40,8 +40,8 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax
 import numpy as np
 
-from discover.language import interpreter
 from discover.infra import sharding
+from discover.language import interpreter
 from discover.language.mutation import mutate
 from envs.tasks import get_task
 from envs.train import adamw_init_opt_state, adamw_update_fn, make_population_trainer, task_layout

@@ -29,10 +29,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from discover.shared import evolution
-from discover.searches.update_rules import search
 from discover.language.analysis import remove_dead_code
 from discover.language.optax_export import to_optax
+from discover.searches.update_rules import search
+from discover.shared import evolution
 from envs.baselines import reference_keys
 from envs.tasks import get_task
 from search_spaces.update_rules import UpdateRuleSpace, seed

@@ -5,7 +5,13 @@ interpreter over whole populations (:mod:`discover.language.interpreter`) and ex
 optimizers (:func:`to_optax`, :func:`export_module`).
 """
 
-from discover.language.analysis import dead_fraction, fingerprint, fingerprints, remove_dead_code, structural_hash
+from discover.language.analysis import (
+    dead_fraction,
+    fingerprint,
+    fingerprints,
+    remove_dead_code,
+    structural_hash,
+)
 from discover.language.optax_export import export_module, to_optax
 from discover.language.program import Program, ProgramError, Statement, parse
 

@@ -131,9 +131,9 @@ def _searches(kind: str):
         from discover.searches.update_rules import search
 
         return search.load_search_config, search.new_run_dir, search.run_search
-    from discover.searches.rl import search as rl_search
     from discover.infra.config import load_config
     from discover.infra.rundir import new_run_dir
+    from discover.searches.rl import search as rl_search
 
     def load(path, overrides):
         return load_config(rl_search.RLSearchConfig, path, overrides)

@@ -7,7 +7,14 @@ from typing import Literal
 
 import pytest
 
-from discover.infra.config import ConfigError, config_to_dict, dump_config, flat_config, load_config, peek_kind
+from discover.infra.config import (
+    ConfigError,
+    config_to_dict,
+    dump_config,
+    flat_config,
+    load_config,
+    peek_kind,
+)
 
 
 @dataclasses.dataclass

@@ -10,8 +10,7 @@ import optax
 import pytest
 
 import discover
-from discover.language import interpreter
-from discover.language import ops
+from discover.language import interpreter, ops
 
 STEPS = 40
 SHAPES = {"a": (3, 4), "b": (5,), "c": (2, 1, 3)}

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from discover.infra.config import ConfigError, dump_config, load_config
+from discover.infra.rundir import RunDir
 from discover.searches.rl.search import RLSearchConfig, load_drift, run_rl_search, save_drift
 from discover.shared.rl_transfer import reference_ppo_config, run_rl_transfer
-from discover.infra.rundir import RunDir
 from envs import rl_envs
 from search_spaces.drift import DriftConfig, make_drift
 

@@ -7,11 +7,11 @@ import pathlib
 import numpy as np
 import pytest
 
-from discover.shared import evolution
-from discover.searches.update_rules import search
 from discover.infra.config import ConfigError
 from discover.language.optax_export import to_optax
 from discover.language.program import parse
+from discover.searches.update_rules import search
+from discover.shared import evolution
 from search_spaces.update_rules import seed
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

@@ -11,12 +11,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from discover.cli import load_program
+from discover.infra.rundir import RunDir
 from discover.language import interpreter
 from discover.language.analysis import structural_hash
-from discover.cli import load_program
 from discover.language.optax_export import export_module
 from discover.language.program import parse
-from discover.infra.rundir import RunDir
 from discover.shared.simplify import (
     candidate_edits,
     canonicalize,

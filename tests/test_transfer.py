@@ -9,8 +9,8 @@ import numpy as np
 import optax
 import pytest
 
-from discover.shared import transfer
 from discover.language.program import parse
+from discover.shared import transfer
 from envs.tasks import Task
 from search_spaces.update_rules import seed
 

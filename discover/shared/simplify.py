@@ -32,11 +32,11 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from discover.infra.config import ConfigError
+from discover.infra.rundir import RunDir, RunDirError, TBLogger, program_markdown
 from discover.language import ops
 from discover.language.analysis import remove_dead_code, structural_hash
-from discover.infra.config import ConfigError
 from discover.language.program import Program, ProgramError, Statement, parse
-from discover.infra.rundir import RunDir, RunDirError, TBLogger, program_markdown
 
 ScoreFn = Callable[[Sequence[Program]], np.ndarray]
 

@@ -40,9 +40,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from discover.infra.rundir import RunDir, TBLogger, atomic_write_bytes, program_markdown
 from discover.language.optax_export import to_optax
 from discover.language.program import Program
-from discover.infra.rundir import RunDir, TBLogger, atomic_write_bytes, program_markdown
 from envs import tasks as task_registry
 from envs.baselines import reference_keys
 from envs.train import make_population_trainer, ravel, task_layout, unravel

@@ -45,10 +45,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from discover.language import interpreter
-from discover.language.analysis import remove_dead_code
 from discover.infra.checkpointing import Checkpointer, GracefulExit
 from discover.infra.config import ConfigError, config_to_dict, dump_config, flat_config, load_config
+from discover.infra.rundir import RunDir, TBLogger, new_run_dir, program_markdown
+from discover.infra.sharding import DistributedSection, check_devices, population_mesh, sharded
+from discover.language import interpreter
+from discover.language.analysis import remove_dead_code
+from discover.language.mutation import DEFAULT_WEIGHTS
+from discover.language.ops import OP_BY_NAME
+from discover.language.program import Program, parse
 from discover.shared.evolution import (
     HallEntry,
     Individual,
@@ -62,11 +67,6 @@ from discover.shared.evolution import (
     tournament,
     update_hall,
 )
-from discover.language.mutation import DEFAULT_WEIGHTS
-from discover.language.ops import OP_BY_NAME
-from discover.language.program import Program, parse
-from discover.infra.rundir import RunDir, TBLogger, new_run_dir, program_markdown
-from discover.infra.sharding import DistributedSection, check_devices, population_mesh, sharded
 from envs import tasks as task_registry
 from envs.baselines import adamw_reference, reference_keys
 from envs.train import make_population_trainer, task_layout
