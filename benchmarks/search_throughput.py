@@ -29,9 +29,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from discover.infra.rundir import new_run_dir
 from discover.language.analysis import remove_dead_code
 from discover.language.optax_export import to_optax
-from discover.searches.update_rules import search
+from discover.searches import update_rules as search
 from discover.shared import evolution
 from envs.baselines import reference_keys
 from envs.tasks import get_task
@@ -132,7 +133,7 @@ def quickstart() -> dict:
 
     config = search.load_search_config(search.QUICKSTART)
     with tempfile.TemporaryDirectory() as root:
-        summary = search.run_search(config, search.new_run_dir(config, root))
+        summary = search.run_search(config, new_run_dir(config, root))
     keys = ("wall_time_s", "peak_rss_mb", "trainer_compiles", "xla_compiles_this_run", "best_fitness",
             "best_metaval", "seed_fitness", "seed_metaval", "cache_hit_rate", "dead_share", "candidates_scored")
     return {k: summary[k] for k in keys}

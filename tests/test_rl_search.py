@@ -15,7 +15,9 @@ import pytest
 
 from discover.infra.config import ConfigError, dump_config, load_config
 from discover.infra.rundir import RunDir
-from discover.searches.rl.search import RLSearchConfig, load_drift, run_rl_search, save_drift
+from discover.searches.rl.config import RLSearchConfig
+from discover.searches.rl.search import run_rl_search
+from discover.shared.drift_io import load_drift, save_drift
 from discover.shared.rl_transfer import reference_ppo_config, run_rl_transfer
 from envs import rl_envs
 from search_spaces.drift import DriftConfig, make_drift
@@ -165,7 +167,8 @@ import sys, time
 sys.path.insert(0, {repo!r})
 from discover.infra.config import load_config
 from discover.infra.rundir import RunDir
-from discover.searches.rl.search import RLSearchConfig, run_rl_search
+from discover.searches.rl.config import RLSearchConfig
+from discover.searches.rl.search import run_rl_search
 
 class SlowProgress:  # gives the parent time to SIGKILL us between checkpoints
     def add_task(self, *args, **kwargs):

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from discover.infra.config import ConfigError
+from discover.infra.rundir import new_run_dir
 from discover.language.optax_export import to_optax
 from discover.language.program import parse
-from discover.searches.update_rules import search
+from discover.searches import update_rules as search
 from discover.shared import evolution
 from search_spaces.update_rules import seed
 
@@ -169,7 +170,7 @@ def tiny_runs(tmp_path_factory):
     config = search.load_search_config(TINY, [f"fitness.reference_cache={root / 'baselines.json'}"])
     runs = []
     for _ in range(2):
-        run_dir = search.new_run_dir(config, root)
+        run_dir = new_run_dir(config, root)
         runs.append((run_dir, search.run_search(config, run_dir)))
     return config, runs
 

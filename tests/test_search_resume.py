@@ -11,19 +11,20 @@ import time
 
 import pytest
 
-from discover.searches.update_rules import search
+from discover.infra.rundir import new_run_dir
+from discover.searches import update_rules as search
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TINY = ROOT / "experiments" / "search_tiny.yaml"
 
 SCRIPT = """
 import json, sys
-from discover.searches.update_rules import search
+from discover.searches import update_rules as search
 from discover.infra.rundir import RunDir
 mode, target, overrides = sys.argv[1], sys.argv[2], sys.argv[3:]
 if mode == "new":
     config = search.load_search_config({tiny!r}, overrides)
-    run_dir = search.new_run_dir(config, target)
+    run_dir = new_run_dir(config, target)
 else:
     run_dir = RunDir.open(target)
     config = search.resume_config(run_dir)
@@ -75,7 +76,7 @@ def test_sigkill_sigterm_and_a_damaged_checkpoint_do_not_change_the_result(tmp_p
                  "checkpoint.every=2"]
     # The run never stopped (in this process).
     config = search.load_search_config(TINY, overrides)
-    clean_dir = search.new_run_dir(config, tmp_path / "clean")
+    clean_dir = new_run_dir(config, tmp_path / "clean")
     clean = search.run_search(config, clean_dir)
     assert clean["generations_done"] == 10 and not clean["interrupted"]
     expected = clean_dir.file("hall_of_fame.json").read_text()

@@ -100,13 +100,14 @@ SEARCH_OVERRIDES = ["evolution.generations=4", "refine.top_k=0"]
 
 def _tiny_search(devices: str, root: pathlib.Path) -> dict[str, str]:
     """Runs experiments/search_tiny.yaml on ``devices``; returns its hall of fame and best program (text)."""
-    from discover.searches.update_rules import search
+    from discover.infra.rundir import new_run_dir
+    from discover.searches import update_rules as search
 
     config = search.load_search_config(
         ROOT / "experiments" / "search_tiny.yaml",
         [*SEARCH_OVERRIDES, f"devices={devices}", f"fitness.reference_cache={root / 'baselines.json'}"],
     )
-    run_dir = search.new_run_dir(config, root / f"devices-{devices}")
+    run_dir = new_run_dir(config, root / f"devices-{devices}")
     summary = search.run_search(config, run_dir)
     assert summary["generations_done"] == 4
     return {name: run_dir.file(name).read_text() for name in ("hall_of_fame.json", "best.py")}

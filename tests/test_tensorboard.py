@@ -14,7 +14,8 @@ import urllib.request
 
 import pytest
 
-from discover.searches.update_rules import search
+from discover.infra.rundir import new_run_dir
+from discover.searches import update_rules as search
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TINY = ROOT / "experiments" / "search_tiny.yaml"
@@ -25,7 +26,7 @@ def finished_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("tb_search")
     config = search.load_search_config(TINY, [f"fitness.reference_cache={root / 'baselines.json'}",
                                               "evolution.generations=2", "refine.top_k=0"])
-    run_dir = search.new_run_dir(config, root)
+    run_dir = new_run_dir(config, root)
     summary = search.run_search(config, run_dir)
     return run_dir, summary
 

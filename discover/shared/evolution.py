@@ -192,3 +192,8 @@ def scale_constants(program: Program, log2_scales: Sequence[float]) -> Program:
         args = st.args[:k] + (value,) + st.args[k + 1:]
         statements[i] = Statement(st.dst, st.op, args)
     return program.replace(statements=tuple(statements))
+
+
+def live_text(program: Program) -> str:
+    """The program's text without its dead code (what the hall of fame and reports show)."""
+    return str(remove_dead_code(program))

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from discover.infra.rundir import RunDir, RunDirError, TBLogger
+from discover.shared.drift_io import load_drift
 from envs import rl_envs
 from envs.ppo import PPOConfig, make_population_train
 from search_spaces.drift import DriftConfig, make_drift, switch_drift
@@ -144,7 +145,6 @@ def run_rl_transfer(
     """Evaluates a learned drift against PPO and DPO; writes transfer.md / .json / .png and TensorBoard
     (text + figure) into ``out_dir`` (default: the run directory, or the drift file's folder). Returns the
     markdown table."""
-    from discover.searches.rl.search import load_drift  # the saved-drift format lives with the search
 
     drift_file, run = _resolve_source(run_dir_or_drift_path)
     try:

@@ -43,6 +43,7 @@ import optax
 from discover.infra.rundir import RunDir, TBLogger, atomic_write_bytes, program_markdown
 from discover.language.optax_export import to_optax
 from discover.language.program import Program
+from discover.shared.scoring import with_steps
 from envs import tasks as task_registry
 from envs.baselines import reference_keys
 from envs.train import make_population_trainer, ravel, task_layout, unravel
@@ -346,7 +347,6 @@ def run_transfer(programs: Mapping[str, Program], *, tasks: Sequence = ("target"
     ``lr_grid``: multipliers of each task's nominal lr; ``wd_grid``: decoupled weight decays (the step is
     ``w <- w - lr * wd * w``); ``seeds``: training seeds per grid point; ``steps_override``: train every
     task this many steps instead of its own. ``console``: a rich Console for progress lines."""
-    from discover.searches.update_rules.search import with_steps
 
     if seeds < 1:
         raise ValueError(f"transfer: seeds must be >= 1, got {seeds}")

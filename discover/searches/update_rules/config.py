@@ -1,0 +1,181 @@
+"""The update-rule search's config schema (sections, defaults, help) and its loader."""
+
+from __future__ import annotations
+
+import collections
+import collections.abc
+import dataclasses
+import pathlib
+from collections.abc import Sequence
+from typing import Any
+
+from discover.infra.config import load_config
+from discover.infra.sharding import DistributedSection, check_devices
+from discover.language.mutation import DEFAULT_WEIGHTS
+from discover.language.ops import OP_BY_NAME
+from discover.shared.es import STRATEGY_NAMES
+from envs import tasks as task_registry
+from search_spaces.update_rules import SEED_NAMES, UpdateRuleSpace, seed
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[3]
+QUICKSTART = REPO_ROOT / "experiments" / "quickstart.yaml"
+# ----------------------------------------------------------------------------------------------------------
+# Config schema
+# ----------------------------------------------------------------------------------------------------------
+class _RegisteredTasks(collections.abc.Sequence):
+    """The names of the registered tasks, read when a config is checked (tasks may be registered late)."""
+
+    def __getitem__(self, i):
+        return task_registry.task_names()[i]
+
+    def __len__(self) -> int:
+        return len(task_registry.task_names())
+
+
+@dataclasses.dataclass(frozen=True)
+class SpaceSection:
+    ops: list[str] | None = dataclasses.field(
+        default=None, metadata={"choices": list(OP_BY_NAME), "help": "ops mutation may draw; null = every op"})
+    max_len: int = dataclasses.field(default=16, metadata={"min": 1, "max": 256, "help": "most statements"})
+    n_state: int = dataclasses.field(default=4, metadata={"min": 0, "max": 16, "help": "most state variables"})
+    allow_h: bool = dataclasses.field(
+        default=False, metadata={"help": "programs may read a Hutchinson diagonal-Hessian estimate h (slower)"})
+
+    def space(self) -> UpdateRuleSpace:
+        kw = {} if self.ops is None else {"ops": tuple(self.ops)}
+        return UpdateRuleSpace(max_len=self.max_len, n_state=self.n_state, allow_h=self.allow_h, **kw)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvolutionSection:
+    population: int = dataclasses.field(default=64, metadata={"min": 2, "help": "programs alive at once"})
+    tournament: int = dataclasses.field(default=8, metadata={"min": 1, "help": "tournament size"})
+    batch: int = dataclasses.field(
+        default=32, metadata={"min": 1, "help": "novel children trained together per generation (fixed shape)"})
+    max_rounds: int = dataclasses.field(
+        default=4, metadata={"min": 1, "help": "mutation rounds per generation to fill the batch with novel children"})
+    generations: int = dataclasses.field(default=100, metadata={"min": 0, "help": "generations"})
+    mutation: dict[str, float] = dataclasses.field(
+        default_factory=lambda: dict(DEFAULT_WEIGHTS), metadata={"min": 0.0, "help": "weight of each mutation"})
+    max_tries: int = dataclasses.field(
+        default=20, metadata={"min": 1, "help": "re-mutations of an invalid child before giving up"})
+
+    def __post_init__(self) -> None:
+        unknown = [k for k in self.mutation if k not in DEFAULT_WEIGHTS]
+        if unknown:
+            raise ValueError(f"mutation: unknown mutation {unknown[0]!r} (known: {', '.join(DEFAULT_WEIGHTS)})")
+        if not any(v > 0 for v in self.mutation.values()):
+            raise ValueError("mutation: at least one weight must be > 0")
+        if self.tournament > self.population:
+            raise ValueError(f"tournament ({self.tournament}) must be <= population ({self.population})")
+
+
+@dataclasses.dataclass(frozen=True)
+class FitnessSection:
+    tasks: list[str] = dataclasses.field(
+        default_factory=lambda: ["mlp_regression_proxy"],
+        metadata={"choices": _RegisteredTasks(), "help": "proxy tasks a candidate trains on (envs.tasks)"})
+    steps: int | None = dataclasses.field(
+        default=None, metadata={"min": 1, "help": "training steps per task; null = each task's own"})
+    seeds: int = dataclasses.field(default=1, metadata={"min": 1, "help": "training seeds per candidate"})
+    lr_multipliers: list[float] = dataclasses.field(
+        default_factory=lambda: [1.0],
+        metadata={"min": 1e-6, "max": 1e6, "help": "lr input = tuned AdamW lr x each; a candidate keeps its best"})
+    worst: float = dataclasses.field(
+        default=1000.0, metadata={"min": 1.0, "help": "fitness of a diverged / NaN candidate (and the cap)"})
+    reference_cache: str | None = dataclasses.field(
+        default=None, metadata={"help": "AdamW reference cache file; null = <run root>/.baselines.json"})
+
+    def __post_init__(self) -> None:
+        if not self.tasks:
+            raise ValueError("tasks: at least one proxy task is needed")
+        if not self.lr_multipliers:
+            raise ValueError("lr_multipliers: at least one multiplier is needed")
+
+
+@dataclasses.dataclass(frozen=True)
+class FunnelSection:
+    tasks: list[str] = dataclasses.field(
+        default_factory=list,
+        metadata={"choices": _RegisteredTasks(), "help": "meta-validation tasks; [] = rank by proxy fitness"})
+    steps: int | None = dataclasses.field(
+        default=None, metadata={"min": 1, "help": "training steps per task; null = each task's own"})
+    every: int = dataclasses.field(default=10, metadata={"min": 1, "help": "generations between funnels"})
+    top_k: int = dataclasses.field(default=4, metadata={"min": 1, "help": "distinct programs re-scored"})
+    seeds: int = dataclasses.field(default=1, metadata={"min": 1, "help": "training seeds on meta-validation"})
+
+
+@dataclasses.dataclass(frozen=True)
+class HallOfFameSection:
+    size: int = dataclasses.field(default=10, metadata={"min": 1, "help": "distinct programs kept"})
+
+
+@dataclasses.dataclass(frozen=True)
+class RestartSection:
+    patience: int = dataclasses.field(
+        default=0, metadata={"min": 0, "help": "restart from the best after this many generations without "
+                                               "improvement; 0 = never"})
+
+
+@dataclasses.dataclass(frozen=True)
+class RefineSection:
+    top_k: int = dataclasses.field(default=0, metadata={"min": 0, "help": "hall-of-fame programs refined; 0 = off"})
+    strategy: str = dataclasses.field(
+        default="CMA_ES", metadata={"choices": STRATEGY_NAMES, "help": "evosax strategy"})
+    generations: int = dataclasses.field(default=10, metadata={"min": 1, "help": "ES generations per program"})
+    sigma: float = dataclasses.field(
+        default=0.5, metadata={"min": 0.0, "help": "initial std of the log2 scale of each constant"})
+    lr: float = dataclasses.field(default=0.1, metadata={"min": 0.0, "help": "ES optimizer lr (Open_ES & co)"})
+
+
+@dataclasses.dataclass(frozen=True)
+class LogSection:
+    text_every: int = dataclasses.field(
+        default=10, metadata={"min": 1, "help": "generations between top-program texts in TensorBoard"})
+    top_programs: int = dataclasses.field(default=3, metadata={"min": 1, "help": "programs in each text"})
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointSection:
+    every: int = dataclasses.field(default=10, metadata={"min": 1, "help": "generations between checkpoints"})
+    max_to_keep: int = dataclasses.field(default=3, metadata={"min": 1, "help": "checkpoints kept"})
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    kind: str = dataclasses.field(default="update_rule", metadata={"choices": ["update_rule"]})
+    name: str = dataclasses.field(default="search", metadata={"help": "run name (run directory prefix)"})
+    seed: int = dataclasses.field(default=0, metadata={"min": 0, "help": "seed of the whole search"})
+    seeds: list[str] = dataclasses.field(
+        default_factory=lambda: ["adamw"],
+        metadata={"choices": list(SEED_NAMES), "help": "programs the population starts from (cycled)"})
+    space: SpaceSection = dataclasses.field(default_factory=SpaceSection)
+    evolution: EvolutionSection = dataclasses.field(default_factory=EvolutionSection)
+    fitness: FitnessSection = dataclasses.field(default_factory=FitnessSection)
+    funnel: FunnelSection = dataclasses.field(default_factory=FunnelSection)
+    hall_of_fame: HallOfFameSection = dataclasses.field(default_factory=HallOfFameSection)
+    restart: RestartSection = dataclasses.field(default_factory=RestartSection)
+    refine: RefineSection = dataclasses.field(default_factory=RefineSection)
+    log: LogSection = dataclasses.field(default_factory=LogSection)
+    checkpoint: CheckpointSection = dataclasses.field(default_factory=CheckpointSection)
+    devices: Any = dataclasses.field(
+        default="all", metadata={"help": "devices the population is sharded over: all or a number"})
+    distributed: DistributedSection = dataclasses.field(default_factory=DistributedSection)
+
+    def __post_init__(self) -> None:
+        check_devices(self.devices)
+        if not self.seeds:
+            raise ValueError("seeds: at least one seed program is needed")
+        space = self.space.space()
+        for name in self.seeds:
+            problems = space.problems(seed(name))
+            if problems:
+                raise ValueError(f"seeds: {name!r} is outside the search space ({'; '.join(problems)})")
+
+
+def load_search_config(path: str | pathlib.Path | None = None, overrides: Sequence[str] = ()) -> SearchConfig:
+    """The validated config of ``path`` (``experiments/quickstart.yaml`` when None) with ``--set`` overrides;
+    raises :class:`discover.infra.config.ConfigError` (one line: file, line, key, what is wrong)."""
+    if path is None:
+        path = QUICKSTART if QUICKSTART.is_file() else None
+    return load_config(SearchConfig, path, overrides)

@@ -1,0 +1,215 @@
+"""One generation of regularized evolution, the meta-validation funnel and restarts (see the package doc)."""
+
+from __future__ import annotations
+
+import collections
+import collections.abc
+import dataclasses
+import math
+import warnings
+
+import numpy as np
+
+from discover.infra.rundir import RunDir
+from discover.language.analysis import remove_dead_code
+from discover.language.program import parse
+from discover.searches.update_rules.config import SearchConfig
+from discover.searches.update_rules.state import TOTALS, SearchState
+from discover.shared.evolution import (
+    HallEntry,
+    Individual,
+    add_member,
+    analyse,
+    live_text,
+    make_child,
+    top_distinct,
+    tournament,
+    update_hall,
+)
+from discover.shared.scoring import Scorer, compute_references, with_steps
+from envs import tasks as task_registry
+from search_spaces.update_rules import UpdateRuleSpace, seed
+
+
+def load_or_compute_references(config: SearchConfig, run_dir: RunDir) -> dict:
+    """The AdamW references of the run (from the run directory on resume, so a resume uses the same numbers)."""
+    if run_dir.file("references.json").is_file():
+        return run_dir.read_json("references.json")
+    cache = config.fitness.reference_cache or (run_dir.path.parent / ".baselines.json")
+    refs = {
+        "proxy": compute_references(config.fitness.tasks, config.fitness.steps, config.fitness.seeds, cache),
+        "metaval": compute_references(config.funnel.tasks, config.funnel.steps, config.funnel.seeds, cache),
+    }
+    run_dir.write_json("references.json", refs)
+    return refs
+# ----------------------------------------------------------------------------------------------------------
+# The search
+# ----------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class SearchContext:
+    config: SearchConfig
+    space: UpdateRuleSpace
+    proxy: Scorer
+    metaval: Scorer | None  # None: the funnel ranks by proxy fitness
+
+    @property
+    def max_len(self) -> int:
+        return self.space.max_len
+
+    @property
+    def n_state(self) -> int:
+        return max(1, self.space.n_state)
+
+
+def make_context(config: SearchConfig, references: dict) -> SearchContext:
+    space = config.space.space()
+    common = {"worst": config.fitness.worst, "max_len": space.max_len, "n_state": max(1, space.n_state),
+              "needs_hessian": space.allow_h, "devices": config.devices,
+              "lr_multipliers": tuple(config.fitness.lr_multipliers)}
+    proxy = Scorer(tasks=[with_steps(task_registry.get_task(n), config.fitness.steps) for n in config.fitness.tasks],
+                   references=references["proxy"], seeds=config.fitness.seeds, batch=config.evolution.batch, **common)
+    metaval = None
+    if config.funnel.tasks:
+        metaval = Scorer(tasks=[with_steps(task_registry.get_task(n), config.funnel.steps) for n in config.funnel.tasks],
+                         references=references["metaval"], seeds=config.funnel.seeds, batch=config.funnel.top_k,
+                         **common)
+    return SearchContext(config=config, space=space, proxy=proxy, metaval=metaval)
+
+
+
+
+def initial_state(ctx: SearchContext) -> SearchState:
+    """The seed population (seeds cycled), scored; the funnel runs once on it."""
+    config = ctx.config
+    P = config.evolution.population
+    names = list(dict.fromkeys(config.seeds))
+    live, fps, _ = analyse([seed(n) for n in names], ctx.max_len, ctx.n_state, pad_to=config.evolution.batch)
+    fp_of = dict(zip(names, fps))
+    unique = list(dict.fromkeys(fps))
+    scores = ctx.proxy.score([live[fps.index(fp)] for fp in unique])
+    cache = {fp: float(f) for fp, f in zip(unique, scores.fitness)}
+    if "adamw" in fp_of:
+        _check_adamw_reference(ctx, scores.per_task[unique.index(fp_of["adamw"])])
+    chosen = [config.seeds[i % len(config.seeds)] for i in range(P)]
+    population = [Individual(seed(n), cache[fp_of[n]], fp_of[n], birth=i) for i, n in enumerate(chosen)]
+    totals = dict.fromkeys(TOTALS, 0)
+    totals["scored"] = len(unique)
+    totals["nonfinite"] = int(scores.nonfinite.sum())
+    state = SearchState(
+        generation=0, births=P, population=population, cache=cache, metaval_cache={}, hall=[], totals=totals,
+        best_score=math.inf, best_generation=0, restarts=0, refined=False,
+        rng=np.random.default_rng(config.seed), seed_fitness=float(min(cache.values())),
+    )
+    state, _ = run_funnel(state, ctx)
+    state.seed_metaval = min(e.metaval for e in state.hall)
+    state.best_score = state.hall[0].metaval
+    return state
+
+
+def _check_adamw_reference(ctx: SearchContext, per_task: np.ndarray) -> None:
+    """The AdamW seed is optax's AdamW: against its own tuned reference it scores 1.0 (with multiplier 1.0). Any
+    other value means the reference does not describe the task (e.g. a stale cache entry): say so."""
+    multipliers = ctx.config.fitness.lr_multipliers
+    if 1.0 not in multipliers:
+        return
+    for task, value in zip(ctx.proxy.tasks, per_task):
+        stale = value > 1.0 + 1e-3 or (len(multipliers) == 1 and value < 1.0 - 1e-3)
+        if stale:
+            warnings.warn(
+                f"the AdamW seed scores {value:.4f} on {task.name} against its tuned-AdamW reference (expected 1.0):"
+                " the reference cache (fitness.reference_cache) may be stale, e.g. a task changed without"
+                " envs.tasks.TASK_CODE_VERSION being bumped; delete the cache file to recompute it", stacklevel=3)
+
+
+def run_generation(state: SearchState, ctx: SearchContext) -> tuple[SearchState, dict]:
+    """One generation (see the module docstring); returns the new state and its statistics."""
+    evo = ctx.config.evolution
+    rng = state.rng
+    population, births, cache = list(state.population), state.births, dict(state.cache)
+    pending: dict[str, tuple] = {}  # fingerprint -> first novel child (scored below)
+    waiting: list[tuple] = []  # (birth, child, kind, parent live text, fingerprint) joining after scoring
+    stats = collections.Counter()
+    for _ in range(evo.max_rounds):
+        need = evo.batch - len(pending)
+        if need <= 0:
+            break
+        made = []
+        for _ in range(need):
+            parent = tournament(population, rng, evo.tournament)
+            child, kind, invalid = make_child(parent.program, rng, ctx.space, evo.mutation, evo.max_tries)
+            stats["invalid"] += invalid
+            made.append((child, kind, parent))
+        live, fps, dead = analyse([c for c, _, _ in made], ctx.max_len, ctx.n_state, pad_to=evo.batch)
+        for (child, kind, parent), lv, fp, d in zip(made, live, fps, dead):
+            stats["children"] += 1
+            stats["dead_statements"] += d
+            stats["statements"] += len(child)
+            record = (births, child, kind, live_text(parent.program), fp)
+            births += 1
+            if fp in cache:
+                stats["hits"] += 1
+                population = add_member(population, _individual(record, cache[fp]), evo.population)
+            elif fp in pending:
+                stats["hits"] += 1  # a twin of a child in this batch: it reuses that child's score
+                waiting.append(record)
+            else:
+                pending[fp] = (record, lv)
+                waiting.append(record)
+    if pending:
+        scores = ctx.proxy.score([lv for _, lv in pending.values()])
+        for fp, f in zip(pending, scores.fitness):
+            cache[fp] = float(f)
+        stats["scored"] += len(pending)
+        stats["nonfinite"] += int(scores.nonfinite.sum())
+    for record in sorted(waiting, key=lambda r: r[0]):
+        population = add_member(population, _individual(record, cache[record[4]]), evo.population)
+    totals = {k: state.totals.get(k, 0) + stats[k] for k in TOTALS}
+    new = dataclasses.replace(state, generation=state.generation + 1, births=births, population=population,
+                              cache=cache, totals=totals)
+    return new, dict(stats)
+
+
+def _individual(record: tuple, fitness: float) -> Individual:
+    birth, child, kind, parent_text, fp = record
+    return Individual(child, fitness, fp, birth=birth, parent=parent_text, mutation=kind)
+
+
+def run_funnel(state: SearchState, ctx: SearchContext) -> tuple[SearchState, dict]:
+    """The best distinct programs go to meta-validation (those not scored there yet); the hall of fame is
+    updated and ranked by meta-validation fitness (by proxy fitness when the funnel has no tasks)."""
+    top = top_distinct(state.population, ctx.config.funnel.top_k)
+    metaval_cache = dict(state.metaval_cache)
+    new = [ind for ind in top if ind.fingerprint not in metaval_cache]
+    nonfinite = 0
+    if new:
+        if ctx.metaval is not None:
+            scores = ctx.metaval.score([remove_dead_code(i.program) for i in new])
+            values, nonfinite = scores.fitness, int(scores.nonfinite.sum())
+        else:
+            values = [i.fitness for i in new]
+        metaval_cache.update({i.fingerprint: float(v) for i, v in zip(new, values)})
+    entries = [HallEntry(fingerprint=i.fingerprint, program=live_text(i.program), fitness=i.fitness,
+                         metaval=metaval_cache[i.fingerprint], generation=state.generation, parent=i.parent)
+               for i in top]
+    hall = update_hall(state.hall, entries, ctx.config.hall_of_fame.size)
+    new_state = dataclasses.replace(state, metaval_cache=metaval_cache, hall=hall)
+    return new_state, {"rescored": len(new), "metaval_nonfinite": nonfinite}
+
+
+def maybe_restart(state: SearchState, ctx: SearchContext) -> tuple[SearchState, bool]:
+    """Tracks the hall of fame's best; after ``restart.patience`` generations without improvement the whole
+    population becomes copies of the best program (fresh ages)."""
+    best = state.hall[0].metaval
+    if best < state.best_score:
+        return dataclasses.replace(state, best_score=best, best_generation=state.generation), False
+    patience = ctx.config.restart.patience
+    if not patience or state.generation - state.best_generation < patience:
+        return state, False
+    entry = state.hall[0]
+    program = parse(entry.program, max_len=10**6)
+    P = ctx.config.evolution.population
+    population = [Individual(program, entry.fitness, entry.fingerprint, birth=state.births + i, mutation="restart")
+                  for i in range(P)]
+    cache = {**state.cache, entry.fingerprint: entry.fitness}
+    return dataclasses.replace(state, population=population, births=state.births + P, cache=cache,
+                               best_generation=state.generation, restarts=state.restarts + 1), True

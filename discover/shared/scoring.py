@@ -1,0 +1,125 @@
+"""Scoring update-rule programs: one population-trainer call per task for a whole (padded) batch.
+
+Fitness (lower is better): per task, final validation loss / tuned AdamW's, mean over training seeds, best over
+learning-rate multipliers, then the mean over tasks; non-finite -> ``worst``. Shared by the update-rule search,
+simplify and transfer."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from discover.infra.sharding import population_mesh, sharded
+from discover.language import interpreter
+from discover.language.program import Program
+from envs import tasks as task_registry
+from envs.baselines import adamw_reference, reference_keys
+from envs.train import make_population_trainer, task_layout
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Scoring: one population-trainer call per task for a whole (padded) batch
+# ----------------------------------------------------------------------------------------------------------
+def with_steps(task: task_registry.Task, steps: int | None) -> task_registry.Task:
+    """``task`` trained for ``steps`` steps (its spec, hence its reference-cache key, says so)."""
+    if steps is None or steps == task.num_steps:
+        return task
+    spec = json.dumps({**json.loads(task.spec), "num_steps": steps}, sort_keys=True)
+    return dataclasses.replace(task, num_steps=steps, spec=spec)
+
+
+@functools.lru_cache(maxsize=64)
+def interpreted_trainer(task: task_registry.Task, max_len: int, n_state: int, needs_hessian: bool):
+    """The jitted population trainer of ``task`` running encoded programs (shared by every run in a process)."""
+    update_fn = interpreter.population_update_fn(task_layout(task).segments)
+    init = interpreter.population_init_fn(max_len, n_state)
+    return make_population_trainer(task, update_fn, init, needs_hessian=needs_hessian)
+
+
+class Scores(NamedTuple):
+    fitness: np.ndarray  # (n,) mean over tasks of the relative loss, non-finite -> worst
+    per_task: np.ndarray  # (n, T)
+    nonfinite: np.ndarray  # (n,) bool: worst on some task because training diverged / gave NaN
+
+
+def aggregate(val_loss: np.ndarray, reference: float, worst: float) -> tuple[np.ndarray, np.ndarray]:
+    """Relative loss per candidate from val losses (n, lr multipliers, seeds): mean over seeds, best over
+    multipliers, non-finite -> ``worst``, capped at ``worst``. Returns (relative loss, non-finite flag)."""
+    ratio = np.asarray(val_loss, np.float64) / float(reference)
+    per_lr = np.where(np.isfinite(ratio).all(axis=2), ratio.mean(axis=2), np.inf)
+    best = per_lr.min(axis=1)
+    bad = ~np.isfinite(best)
+    return np.where(bad, worst, np.minimum(best, worst)), bad
+
+
+@dataclasses.dataclass
+class Scorer:
+    """Scores programs on a list of tasks, ``batch`` candidates per trainer call (padded: fixed shapes)."""
+
+    tasks: list[task_registry.Task]
+    references: dict[str, dict]  # task name -> adamw_reference(...)
+    seeds: int
+    lr_multipliers: tuple[float, ...]
+    worst: float
+    batch: int
+    max_len: int
+    n_state: int
+    needs_hessian: bool = False
+    devices: Any = 1  # the population axis is sharded over this many devices ("all" or N)
+
+    @property
+    def members_per_candidate(self) -> int:
+        return len(self.lr_multipliers) * self.seeds
+
+    @functools.cached_property
+    def _mesh(self):
+        return population_mesh(self.devices)
+
+    def trainer(self, task):
+        return sharded(interpreted_trainer(task, self.max_len, self.n_state, self.needs_hessian), self._mesh)
+
+    @functools.cached_property
+    def _keys(self):
+        return jnp.tile(reference_keys(self.seeds), self.batch * len(self.lr_multipliers))
+
+    def _lrs(self, task) -> jax.Array:
+        base = self.references[task.name]["lr"]
+        per_candidate = np.repeat(np.asarray(self.lr_multipliers, np.float64) * base, self.seeds)
+        return jnp.asarray(np.tile(per_candidate, self.batch), jnp.float32)
+
+    def score(self, programs: Sequence[Program]) -> Scores:
+        if not programs:
+            empty = np.zeros((0,), np.float64)
+            return Scores(empty, np.zeros((0, len(self.tasks))), np.zeros((0,), bool))
+        parts = [self._score_chunk(programs[i:i + self.batch]) for i in range(0, len(programs), self.batch)]
+        return Scores(*(np.concatenate(x) for x in zip(*parts)))
+
+    def _score_chunk(self, programs: Sequence[Program]) -> Scores:
+        n, repeat = len(programs), self.members_per_candidate
+        padded = list(programs) + [programs[-1]] * (self.batch - n)
+        enc = interpreter.encode(padded, self.max_len, self.n_state)
+        enc = jax.tree.map(lambda x: jnp.repeat(x, repeat, axis=0), enc)
+        per_task, bad = [], np.zeros((n,), bool)
+        outs = [self.trainer(task).dispatch(self._keys, self._lrs(task), enc) for task in self.tasks]  # all first
+        for task, out in zip(self.tasks, (o.result() for o in outs)):
+            val = np.asarray(out["val_loss"], np.float64).reshape(self.batch, len(self.lr_multipliers), self.seeds)
+            rel, nonfinite = aggregate(val[:n], self.references[task.name]["val_loss"], self.worst)
+            per_task.append(rel)
+            bad |= nonfinite
+        per_task = np.stack(per_task, axis=1)
+        return Scores(per_task.mean(axis=1), per_task, bad)
+
+    def compiles(self) -> int:
+        return sum(self.trainer(t)._cache_size() for t in self.tasks)
+
+
+def compute_references(task_names: Sequence[str], steps: int | None, seeds: int, cache_path) -> dict[str, dict]:
+    return {name: adamw_reference(with_steps(task_registry.get_task(name), steps), seeds=seeds,
+                                  cache_path=cache_path) for name in task_names}
