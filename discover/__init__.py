@@ -20,14 +20,17 @@ __version__ = "0.1.0"
 
 def seed(name: str) -> Program:
     """A baseline optimizer written in the language (see :data:`search_spaces.update_rules.SEED_NAMES`)."""
-    from search_spaces.update_rules import seed as _seed  # search_spaces builds on discover: import late
+    # Imported here, not at the top: search_spaces.update_rules imports discover.language.*, which runs this
+    # file first, so a top-level import is circular (`import search_spaces.update_rules` before discover
+    # would fail: "cannot import name 'seed' from partially initialized module").
+    from search_spaces.update_rules import seed as _seed
 
     return _seed(name)
 
 
 def seeds() -> dict[str, Program]:
     """Every baseline seed program, by name."""
-    from search_spaces.update_rules import seeds as _seeds
+    from search_spaces.update_rules import seeds as _seeds  # late, as in seed()
 
     return _seeds()
 

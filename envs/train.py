@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from envs.tasks import Task, hash_bits
+from envs.task_data import hash_bits
+from envs.tasks import Task
 
 # update_fn(opt_state, g, w, lr, t, h, opt_args) -> (update, opt_state); arrays (P, N) but lr (P,) and t ().
 UpdateFn = Callable[..., tuple[jax.Array, Any]]

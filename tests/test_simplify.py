@@ -1,4 +1,5 @@
-"""discover simplify: identity folds, edits, the greedy loop (cheap scorers) and the meta-validation entry point."""
+"""discover simplify: identity folds and edits (discover.language.rewrite), the greedy loop (cheap scorers), the
+meta-validation entry point and the CLI on a run directory."""
 
 import json
 import math
@@ -10,22 +11,26 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from rich.console import Console
+from typer.testing import CliRunner
 
-from discover.cli import load_program
+from discover import cli
+from discover.cli import app, load_program
+from discover.infra.config import ConfigError
 from discover.infra.rundir import RunDir
 from discover.language import interpreter
 from discover.language.analysis import structural_hash
 from discover.language.optax_export import export_module
 from discover.language.program import parse
-from discover.shared.simplify import (
+from discover.language.rewrite import (
     candidate_edits,
     canonicalize,
     complexity,
+    constant_cost,
     rounded_constants,
-    run_simplify,
-    scoring_setup,
-    simplify,
 )
+from discover.shared import simplify as simplify_module
+from discover.shared.simplify import run_references, run_simplify, scoring_setup, simplify
 from envs.tasks import Task
 from search_spaces.update_rules import SEED_NAMES, seed
 from tests.strategies import programs, typical_constants
@@ -162,8 +167,6 @@ def test_canonicalize_is_valid_simpler_idempotent_and_computes_the_same(program)
 
 @given(st.floats(min_value=-1e6, max_value=1e6, allow_nan=False))
 def test_rounded_constants_are_shorter(c):
-    from discover.shared.simplify import constant_cost
-
     for r in rounded_constants(c):
         assert r != c and constant_cost(r) < constant_cost(c)
 
@@ -268,8 +271,6 @@ def _tb_events(path):
 
 @pytest.mark.slow
 def test_run_simplify_scores_on_metavalidation_and_writes_reports(tmp_path):
-    from rich.console import Console
-
     source = tmp_path / "bloated.py"
     source.write_text(BLOATED_LION)
     console = Console(record=True, width=200)
@@ -294,22 +295,65 @@ def test_run_simplify_scores_on_metavalidation_and_writes_reports(tmp_path):
     assert len(fitness) == 1 + sum(s.accepted for s in steps)
 
 
-def test_run_simplify_on_a_run_directory_uses_its_funnel_and_writes_into_it(tmp_path):
+def _tiny_search_run(tmp_path) -> RunDir:
     root = pathlib.Path(__file__).resolve().parent.parent
     config = (root / "experiments" / "search_tiny.yaml").read_text()
     run = RunDir.create(root=tmp_path, name="search-tiny", config_yaml=config)
     run.write_text("best.py", "# from a search\n" + BLOATED_LION)
-    setup = scoring_setup(run)
-    assert setup.tasks == ("noisy_quadratic_metaval",) and setup.steps == 30 and setup.seeds == 1
+    return run
+
+
+def test_run_simplify_on_a_run_directory_writes_into_it(tmp_path):
+    run = _tiny_search_run(tmp_path)
+    setup = scoring_setup(run)  # nothing given: the defaults, AdamW references cached beside the run
+    assert setup.tasks == ("mlp_regression_metaval",) and setup.steps is None and setup.seeds == 1
+    assert setup.reference_cache == tmp_path / ".baselines.json"
     program, _ = run_simplify(run.path, score=distance_scorer(seed("lion")), tolerance=1e-4, tb=False)
     assert structural_hash(program) == structural_hash(seed("lion"))
     assert (run.path / "simplify.md").is_file() and (run.path / "simplified.py").is_file()
     assert not (run.path / "tb").exists()
 
 
-def test_run_simplify_reports_bad_sources_in_one_line(tmp_path):
-    from discover.infra.config import ConfigError
+def test_run_references_are_the_saved_section_when_complete(tmp_path):
+    run = _tiny_search_run(tmp_path)
+    assert run_references(run.path, "metaval", ["noisy_quadratic_metaval"]) is None  # no references.json
+    run.write_json("references.json", {"metaval": {"noisy_quadratic_metaval": {"lr": 0.03, "val_loss": 1.0}}})
+    assert run_references(run.path, "metaval", ["noisy_quadratic_metaval"]) == {
+        "noisy_quadratic_metaval": {"lr": 0.03, "val_loss": 1.0}}
+    assert run_references(run.path, "metaval", ["noisy_quadratic_metaval", "charlm_metaval"]) is None
+    assert run_references(run.path, "proxy", ["noisy_quadratic_proxy"]) is None
 
+
+def test_cli_simplify_of_a_run_directory_scores_with_its_funnel_settings(tmp_path, monkeypatch):
+    run = _tiny_search_run(tmp_path)
+    saved = {"proxy": {"noisy_quadratic_proxy": {"lr": 0.1, "val_loss": 2.0}},
+             "metaval": {"noisy_quadratic_metaval": {"lr": 0.03, "val_loss": 1.0}}}
+    run.write_json("references.json", saved)
+    calls = []
+
+    def cheap_run_simplify(source, **kwargs):  # what the CLI passes, scored by a cheap scorer
+        calls.append(kwargs)
+        return run_simplify(source, score=distance_scorer(seed("lion")), tb=False, **kwargs)
+
+    monkeypatch.setattr(simplify_module, "run_simplify", cheap_run_simplify)
+    if hasattr(cli, "run_simplify"):  # imported at the CLI's top
+        monkeypatch.setattr(cli, "run_simplify", cheap_run_simplify)
+    cli_runner = CliRunner()
+    result = cli_runner.invoke(app, ["simplify", str(run.path), "--tolerance", "1e-4"])
+    assert result.exit_code == 0, result.output
+    # search_tiny.yaml: funnel noisy_quadratic_metaval, 30 steps, 1 seed; fitness lr_multipliers [1.0]
+    assert calls[0]["tasks"] == ["noisy_quadratic_metaval"] and calls[0]["steps"] == 30
+    assert calls[0]["seeds"] == 1 and calls[0]["lr_multipliers"] == [1.0] and calls[0]["worst"] == 1000.0
+    assert calls[0]["references"] == saved["metaval"] and calls[0]["reference_cache"] is None
+    assert structural_hash(load_program(str(run.path / "simplified.py"))) == structural_hash(seed("lion"))
+    # a setting given on the command line wins; the run's saved references then no longer apply
+    result = cli_runner.invoke(app, ["simplify", str(run.path), "--steps", "10", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    assert calls[1]["steps"] == 10 and calls[1]["tasks"] == ["noisy_quadratic_metaval"]
+    assert "references" not in calls[1] and (tmp_path / "o" / "simplify.md").is_file()
+
+
+def test_run_simplify_reports_bad_sources_in_one_line(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("def f(g, lr, t):\n    u = nope(g)\n    return u\n")
     with pytest.raises(ConfigError) as info:

@@ -1,13 +1,15 @@
-"""Tasks (envs/tasks.py): registry, determinism, data, and that AdamW makes progress on every task."""
+"""Tasks (envs/tasks.py, task_families.py, task_data.py): registry, determinism, data, and that AdamW makes
+progress on every task."""
 
 import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from envs import tasks
+from envs import task_data, task_families, tasks
 from envs.tasks import get_task, task_names
 from envs.train import adamw_init_opt_state, adamw_update_fn, make_population_trainer, task_layout
 
@@ -33,9 +35,9 @@ def test_unknown_names_give_one_clear_error():
     with pytest.raises(ValueError, match=r"unknown task kind 'big'"):
         task_names("big")
     with pytest.raises(ValueError, match="already registered"):
-        tasks.register_task("charlm_proxy", "proxy", "charlm", tasks._build_charlm)
+        tasks.register_task("charlm_proxy", "proxy", "charlm", task_families.BUILDERS["charlm"])
     with pytest.raises(ValueError, match="kind must be one of"):
-        tasks.register_task("new_task", "huge", "charlm", tasks._build_charlm)
+        tasks.register_task("new_task", "huge", "charlm", task_families.BUILDERS["charlm"])
 
 
 def test_get_task_returns_the_same_object_and_fingerprints_differ():
@@ -43,6 +45,14 @@ def test_get_task_returns_the_same_object_and_fingerprints_differ():
     prints = {get_task(n).fingerprint for n in task_names()}
     assert len(prints) == len(task_names())
 
+
+def test_specs_name_each_family_builder_and_the_code_version():
+    # A spec keys the tuned-AdamW cache: the builder's name and the code version are part of it.
+    for name in task_names():
+        task = get_task(name)
+        spec = json.loads(task.spec)
+        assert spec["builder"] == f"_build_{task.family}" == task_families.BUILDERS[task.family].__name__
+        assert spec["code_version"] == tasks.TASK_CODE_VERSION and spec["name"] == name
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_metaval_is_larger_than_proxy(family):
@@ -121,14 +131,14 @@ def test_charlm_corpus_is_stdlib_text_mostly_in_vocabulary():
 
 
 def test_text_encoding_maps_ascii_and_unknowns():
-    ids = tasks._encode_text("a\n é")
+    ids = task_data.encode_text("a\n é")
     assert ids.tolist() == [tasks.CHARLM_ALPHABET.index(c) + 1 for c in "a\n "] + [0]
 
 
 def test_patch_convolution_matches_a_direct_convolution():
     rng = np.random.default_rng(0)
     x, w, bias = rng.normal(size=(3, 6, 6, 4)), rng.normal(size=(3, 3, 4, 5)), np.arange(5.0)
-    ours = jax.jit(tasks._conv3x3_valid)(jnp.asarray(x, jnp.float32), {"w": w.reshape(36, 5), "b": bias})
+    ours = jax.jit(task_families._conv3x3_valid)(jnp.asarray(x, jnp.float32), {"w": w.reshape(36, 5), "b": bias})
     ref = np.zeros((3, 4, 4, 5)) + bias
     for i in range(4):
         for j in range(4):
@@ -153,7 +163,7 @@ def test_noisy_quadratic_has_the_requested_conditioning_and_noise():
 
 
 def test_digit_splits_are_disjoint_and_fixed():
-    tx, _ty, vx, vy = tasks._digits(400, 0)
+    tx, _ty, vx, vy = task_data.digits_split(400, 0)
     assert len(vx) == 400 and len(tx) == 1797 - 400
     rows = {r.tobytes() for r in tx}
     assert sum(r.tobytes() in rows for r in vx) < 5  # digits has a few duplicate images, no shared rows

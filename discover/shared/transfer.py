@@ -47,6 +47,7 @@ from discover.shared.scoring import with_steps
 from envs import tasks as task_registry
 from envs.baselines import reference_keys
 from envs.train import make_population_trainer, ravel, task_layout, unravel
+from search_spaces.update_rules import SEED_NAMES, seed
 
 DEFAULT_LR_MULTIPLIERS = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)  # SGD-M often wants 30-100x AdamW's lr
 DEFAULT_WD_GRID = (0.0, 0.1)
@@ -83,8 +84,6 @@ _NATIVE = {
 
 def baseline_optimizer(name: str) -> Optimizer:
     """``adamw``, ``lion``, ``sgdm`` (optax's own) or any seed program name."""
-    from search_spaces.update_rules import SEED_NAMES, seed
-
     if name in _NATIVE:
         label, make, source = _NATIVE[name]
         return Optimizer(label, "baseline", make, None, source)
