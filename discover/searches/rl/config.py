@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
-from discover.infra.sharding import DistributedSection, check_devices
+from discover.infra.search_config import BaseSearchConfig, CheckpointSection, redefault
 from discover.shared.es import STRATEGY_NAMES
 from envs import rl_envs
 from envs.ppo import PPOConfig, validate
@@ -18,7 +17,7 @@ from search_spaces.drift import DriftConfig
 @dataclasses.dataclass(frozen=True)
 class EnvSection:
     name: str = dataclasses.field(
-        default="CartPole-v1", metadata={"choices": list(rl_envs.ENV_NAMES), "help": "meta-training env"}
+        default="CartPole-v1", metadata={"choices": rl_envs.ENV_NAMES, "help": "meta-training env"}
     )
 
 
@@ -36,8 +35,9 @@ class ESSection:
     antithetic: bool = dataclasses.field(default=True, metadata={"help": "mirrored perturbations"})
     rank_shaping: bool = dataclasses.field(default=True, metadata={"help": "centered-rank fitness shaping"})
     generations: int = dataclasses.field(default=256, metadata={"min": 1, "help": "ES generations"})
-    seeds_per_member: int = dataclasses.field(
-        default=1, metadata={"min": 1, "help": "training seeds averaged per candidate"}
+    train_seeds: int = dataclasses.field(
+        default=1,
+        metadata={"min": 1, "help": "training seeds averaged per candidate", "renamed_from": "seeds_per_member"},
     )
 
     def __post_init__(self) -> None:
@@ -70,16 +70,10 @@ class LogSection:
 
 
 @dataclasses.dataclass(frozen=True)
-class CheckpointSection:
-    every: int = dataclasses.field(default=5, metadata={"min": 1, "help": "generations between checkpoints"})
-    max_to_keep: int = dataclasses.field(default=3, metadata={"min": 1, "help": "checkpoints kept"})
-
-
-@dataclasses.dataclass(frozen=True)
-class RLSearchConfig:
-    kind: str = dataclasses.field(default="rl_objective", metadata={"choices": ["rl_objective"]})
-    name: str = dataclasses.field(default="talpo", metadata={"help": "run name (run directory prefix)"})
-    seed: int = dataclasses.field(default=0, metadata={"min": 0, "help": "seed of the whole search"})
+class RLSearchConfig(BaseSearchConfig):
+    kind: str = redefault("kind", "rl_objective", choices=["rl_objective"])
+    name: str = redefault("name", "talpo")
+    checkpoint: CheckpointSection = dataclasses.field(default_factory=lambda: CheckpointSection(every=5))
     env: EnvSection = dataclasses.field(default_factory=EnvSection)
     ppo: rl_envs.PPOSettings = dataclasses.field(
         default_factory=rl_envs.PPOSettings,
@@ -89,13 +83,9 @@ class RLSearchConfig:
     es: ESSection = dataclasses.field(default_factory=ESSection)
     fitness: FitnessSection = dataclasses.field(default_factory=FitnessSection)
     log: LogSection = dataclasses.field(default_factory=LogSection)
-    checkpoint: CheckpointSection = dataclasses.field(default_factory=CheckpointSection)
-    devices: Any = dataclasses.field(
-        default="all", metadata={"help": "devices the population is sharded over: all or a number"})
-    distributed: DistributedSection = dataclasses.field(default_factory=DistributedSection)
 
     def __post_init__(self) -> None:
-        check_devices(self.devices)
+        super().__post_init__()
         if self.drift.family not in ("lpo", "talpo"):
             raise ValueError(
                 f"drift.family must be a learned family (lpo or talpo) to search, got {self.drift.family!r}"

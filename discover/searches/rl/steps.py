@@ -64,7 +64,7 @@ def propose(state: SearchState, ctx: SearchContext):
     key, k_ask, k_train, k_tell = jax.random.split(state.key, 4)
     population, es_state = ctx.strategy.ask(k_ask, state.es_state, ctx.strategy.default_params)
     rows = _stack_rows(population, ctx.strategy.get_mean(es_state))
-    seeds = jax.random.split(k_train, ctx.config.es.seeds_per_member)
+    seeds = jax.random.split(k_train, ctx.config.es.train_seeds)
     keys = jnp.broadcast_to(seeds, (ctx.rows,) + seeds.shape)  # common random numbers across rows
     return population, es_state, rows, keys, (key, k_tell)
 

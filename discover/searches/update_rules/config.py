@@ -7,10 +7,9 @@ import collections.abc
 import dataclasses
 import pathlib
 from collections.abc import Sequence
-from typing import Any
 
 from discover.infra.config import load_config
-from discover.infra.sharding import DistributedSection, check_devices
+from discover.infra.search_config import BaseSearchConfig, redefault
 from discover.language.mutation import DEFAULT_WEIGHTS
 from discover.language.ops import OP_BY_NAME
 from discover.shared.es import STRATEGY_NAMES
@@ -35,7 +34,7 @@ class _RegisteredTasks(collections.abc.Sequence):
 @dataclasses.dataclass(frozen=True)
 class SpaceSection:
     ops: list[str] | None = dataclasses.field(
-        default=None, metadata={"choices": list(OP_BY_NAME), "help": "ops mutation may draw; null = every op"})
+        default=None, metadata={"choices": OP_BY_NAME, "help": "ops mutation may draw; null = every op"})
     max_len: int = dataclasses.field(default=16, metadata={"min": 1, "max": 256, "help": "most statements"})
     n_state: int = dataclasses.field(default=4, metadata={"min": 0, "max": 16, "help": "most state variables"})
     allow_h: bool = dataclasses.field(
@@ -77,7 +76,8 @@ class FitnessSection:
         metadata={"choices": _RegisteredTasks(), "help": "proxy tasks a candidate trains on (envs.tasks)"})
     steps: int | None = dataclasses.field(
         default=None, metadata={"min": 1, "help": "training steps per task; null = each task's own"})
-    seeds: int = dataclasses.field(default=1, metadata={"min": 1, "help": "training seeds per candidate"})
+    train_seeds: int = dataclasses.field(
+        default=1, metadata={"min": 1, "help": "training seeds per candidate", "renamed_from": "seeds"})
     lr_multipliers: list[float] = dataclasses.field(
         default_factory=lambda: [1.0],
         metadata={"min": 1e-6, "max": 1e6, "help": "lr input = tuned AdamW lr x each; a candidate keeps its best"})
@@ -102,7 +102,8 @@ class FunnelSection:
         default=None, metadata={"min": 1, "help": "training steps per task; null = each task's own"})
     every: int = dataclasses.field(default=10, metadata={"min": 1, "help": "generations between funnels"})
     top_k: int = dataclasses.field(default=4, metadata={"min": 1, "help": "distinct programs re-scored"})
-    seeds: int = dataclasses.field(default=1, metadata={"min": 1, "help": "training seeds on meta-validation"})
+    train_seeds: int = dataclasses.field(
+        default=1, metadata={"min": 1, "help": "training seeds on meta-validation", "renamed_from": "seeds"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,19 +137,12 @@ class LogSection:
 
 
 @dataclasses.dataclass(frozen=True)
-class CheckpointSection:
-    every: int = dataclasses.field(default=10, metadata={"min": 1, "help": "generations between checkpoints"})
-    max_to_keep: int = dataclasses.field(default=3, metadata={"min": 1, "help": "checkpoints kept"})
-
-
-@dataclasses.dataclass(frozen=True)
-class SearchConfig:
-    kind: str = dataclasses.field(default="update_rule", metadata={"choices": ["update_rule"]})
-    name: str = dataclasses.field(default="search", metadata={"help": "run name (run directory prefix)"})
-    seed: int = dataclasses.field(default=0, metadata={"min": 0, "help": "seed of the whole search"})
-    seeds: list[str] = dataclasses.field(
+class SearchConfig(BaseSearchConfig):
+    kind: str = redefault("kind", "update_rule", choices=["update_rule"])
+    start_from: list[str] = dataclasses.field(
         default_factory=lambda: ["adamw"],
-        metadata={"choices": list(SEED_NAMES), "help": "programs the population starts from (cycled)"})
+        metadata={"choices": SEED_NAMES, "help": "programs the population starts from (cycled)",
+                  "renamed_from": "seeds"})
     space: SpaceSection = dataclasses.field(default_factory=SpaceSection)
     evolution: EvolutionSection = dataclasses.field(default_factory=EvolutionSection)
     fitness: FitnessSection = dataclasses.field(default_factory=FitnessSection)
@@ -157,20 +151,16 @@ class SearchConfig:
     restart: RestartSection = dataclasses.field(default_factory=RestartSection)
     refine: RefineSection = dataclasses.field(default_factory=RefineSection)
     log: LogSection = dataclasses.field(default_factory=LogSection)
-    checkpoint: CheckpointSection = dataclasses.field(default_factory=CheckpointSection)
-    devices: Any = dataclasses.field(
-        default="all", metadata={"help": "devices the population is sharded over: all or a number"})
-    distributed: DistributedSection = dataclasses.field(default_factory=DistributedSection)
 
     def __post_init__(self) -> None:
-        check_devices(self.devices)
-        if not self.seeds:
-            raise ValueError("seeds: at least one seed program is needed")
+        super().__post_init__()
+        if not self.start_from:
+            raise ValueError("start_from: at least one seed program is needed")
         space = self.space.space()
-        for name in self.seeds:
+        for name in self.start_from:
             problems = space.problems(seed(name))
             if problems:
-                raise ValueError(f"seeds: {name!r} is outside the search space ({'; '.join(problems)})")
+                raise ValueError(f"start_from: {name!r} is outside the search space ({'; '.join(problems)})")
 
 
 def load_search_config(path: str | pathlib.Path | None = None, overrides: Sequence[str] = ()) -> SearchConfig:

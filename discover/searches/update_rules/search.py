@@ -23,21 +23,18 @@ orbax checkpoints (everything a resume needs: population, ages, fitness caches, 
 counters), ``best.py`` (the best program, loadable by ``discover export``), ``hall_of_fame.json``,
 ``results.json``.
 
-Entry points: :func:`load_search_config` and :func:`run_search`.
+Entry points: :class:`UpdateRuleSearch` (driven by :func:`discover.shared.runner.run`) and :func:`run_search`.
 """
 
 from __future__ import annotations
 
-import resource
-import time
-from typing import Any
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
-import jax
-
-from discover.infra.checkpointing import Checkpointer, GracefulExit
-from discover.infra.config import config_to_dict, dump_config, flat_config, load_config
+from discover.infra.config import load_config
 from discover.infra.rundir import RunDir, TBLogger
-from discover.searches.update_rules.config import SearchConfig
+from discover.searches.update_rules.config import SearchConfig, load_search_config
 from discover.searches.update_rules.refine import run_refinement
 from discover.searches.update_rules.report import hall_markdown, log_generation, write_outputs
 from discover.searches.update_rules.state import (
@@ -47,6 +44,7 @@ from discover.searches.update_rules.state import (
     state_to_checkpoint,
 )
 from discover.searches.update_rules.steps import (
+    SearchContext,
     initial_state,
     load_or_compute_references,
     make_context,
@@ -54,142 +52,134 @@ from discover.searches.update_rules.steps import (
     run_funnel,
     run_generation,
 )
+from discover.shared import runner
+from discover.shared.runner import Progress, Summary
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Entry point
-# ----------------------------------------------------------------------------------------------------------
-class _CompileCounter:
-    """Counts XLA compilations (JAX's backend-compile events) while active."""
+@dataclasses.dataclass
+class UpdateRuleSummary(Summary):
+    best_program: str = ""
+    best_fitness: float = float("nan")
+    best_metaval: float = float("nan")
+    seed_fitness: float = float("nan")
+    seed_metaval: float = float("nan")
+    children: int = 0
+    candidates_scored: int = 0
+    cache_hit_rate: float = 0.0
+    dead_share: float = 0.0
+    invalid: int = 0
+    nonfinite: int = 0
+    restarts: int = 0
+    refinement: list = dataclasses.field(default_factory=list)
+    trainer_compiles: int = 0
 
-    count = 0
-    _installed = False
+    def headline(self) -> list[str]:
+        return [
+            (f"best fitness {self.best_fitness:.4f} (val loss / tuned AdamW; < 1 beats AdamW), meta-validation "
+             f"{self.best_metaval:.4f}; start programs: {self.seed_fitness:.4f}"),
+            (f"cache hit rate {self.cache_hit_rate:.0%}, dead statements {self.dead_share:.0%}, "
+             f"{self.candidates_scored} candidates scored"),
+        ]
 
-    @classmethod
-    def install(cls) -> None:
-        if not cls._installed:
-            from jax._src import dispatch
-
-            event = getattr(dispatch, "BACKEND_COMPILE_EVENT", "/jax/core/compile/backend_compile_duration")
-
-            def listener(name, *_args, **_kw):
-                if name == event:
-                    cls.count += 1
-
-            jax.monitoring.register_event_duration_secs_listener(listener)
-            cls._installed = True
+    def hparam_metrics(self) -> dict[str, float]:
+        return {"best_fitness": self.best_fitness, "best_metaval": self.best_metaval,
+                "cache_hit_rate": self.cache_hit_rate}
 
 
-def _save(checkpointer: Checkpointer, step: int, state: SearchState) -> None:
-    arrays, meta = state_to_checkpoint(state)
-    checkpointer.save(step, arrays, meta)
+@dataclasses.dataclass
+class RunContext:
+    """The search context plus what the run writes into and what refinement reported."""
+
+    search: SearchContext
+    run_dir: RunDir
+    refinement: list = dataclasses.field(default_factory=list)
 
 
-def run_search(config: SearchConfig, run_dir: RunDir, resume: bool = False, progress: Any = None) -> dict:
-    """Runs (or, with ``resume``, continues from the newest readable checkpoint) an update-rule search, writing
-    into ``run_dir``. ``progress``: an optional ``rich.progress.Progress``. SIGINT/SIGTERM checkpoint and stop
-    after the current generation (``summary["interrupted"]``). Returns a summary dict."""
-    started = time.time()
-    _CompileCounter.install()
-    compiles_before = _CompileCounter.count
-    evo = config.evolution
-    task = None
-    if progress is not None:
-        task = progress.add_task(f"search {config.name}: AdamW references, compilation", total=evo.generations)
-    references = load_or_compute_references(config, run_dir)
-    ctx = make_context(config, references)
+class UpdateRuleSearch:
+    """The update-rule search as the runner drives it: steps 1..G are generations, step G+1 (when
+    ``refine.top_k`` > 0) refines the constants of the best programs."""
 
-    checkpointer = Checkpointer(run_dir.checkpoint_dir, max_to_keep=config.checkpoint.max_to_keep)
-    state, resumed_from = None, None
-    if resume and checkpointer.latest_step() is not None:
-        _, arrays, meta = checkpointer.restore(_template(config))
-        state = state_from_checkpoint(arrays, meta)
-        resumed_from = state.generation
+    kind: ClassVar[str] = "update_rule"
+    config_type: ClassVar[type] = SearchConfig
 
-    tb = TBLogger(run_dir, purge_step=None if resumed_from is None else resumed_from + 1)
-    if state is None:
-        tb.text("config", "```yaml\n" + dump_config(config) + "```", 0)
-        state = initial_state(ctx)
+    def load_config(self, path: Any, overrides: Sequence[str] = ()) -> SearchConfig:
+        return load_search_config(path, overrides)
+
+    def prepare(self, config: SearchConfig, run_dir: RunDir, progress: Progress) -> RunContext:
+        return RunContext(make_context(config, load_or_compute_references(config, run_dir)), run_dir)
+
+    def init(self, ctx: RunContext) -> SearchState:
+        return initial_state(ctx.search)
+
+    def start_log(self, tb: TBLogger, state: SearchState, ctx: RunContext) -> None:
         tb.text("programs/seeds", hall_markdown(state.hall), 0)
-        _save(checkpointer, 0, state)
 
-    if progress is not None:
-        progress.update(task, completed=state.generation, description=f"search {config.name}")
+    def position(self, state: SearchState) -> int:
+        return state.generation + int(state.refined)
 
-    interrupted = False
-    last = {}
-    with GracefulExit(notice=True) as stop:
-        while state.generation < evo.generations:
-            t0 = time.time()
-            state, stats = run_generation(state, ctx)
-            g = state.generation
-            # Without meta-validation tasks the funnel costs nothing: the hall of fame follows every generation.
-            if g % config.funnel.every == 0 or g == evo.generations or ctx.metaval is None:
-                state, funnel_info = run_funnel(state, ctx)
-                stats.update(funnel_info)
-                state, restarted = maybe_restart(state, ctx)
-                stats["restarted"] = int(restarted)
-            seconds = time.time() - t0
-            last = log_generation(tb, state, stats, seconds, ctx)
-            if progress is not None:
-                progress.update(task, advance=1, description=(
-                    f"gen {g}/{evo.generations}  best {last['fitness/best']:.4f}  "
-                    f"hall {state.hall[0].metaval:.4f}  {last['speed/candidates_per_s']:.1f} cand/s"))
-            if g % config.checkpoint.every == 0 or g == evo.generations or stop.requested:
-                _save(checkpointer, g, state)
-            if g % config.funnel.every == 0:
-                write_outputs(run_dir, config, state)
-            if stop.requested and g < evo.generations:
-                interrupted = True
-                break
+    def total(self, ctx: RunContext) -> int:
+        config = ctx.search.config
+        return config.evolution.generations + int(config.refine.top_k > 0)
 
-        refinement = []
-        if not interrupted and not state.refined and config.refine.top_k > 0:
-            state, refinement = run_refinement(state, ctx)
+    def step(self, state: SearchState, ctx: RunContext) -> tuple[SearchState, dict]:
+        config = ctx.search.config
+        if state.generation >= config.evolution.generations:
+            state, ctx.refinement = run_refinement(state, ctx.search)
+            return state, {"refined": len(ctx.refinement)}
+        state, stats = run_generation(state, ctx.search)
+        g = state.generation
+        # Without meta-validation tasks the funnel costs nothing: the hall of fame follows every generation.
+        if g % config.funnel.every == 0 or g == config.evolution.generations or ctx.search.metaval is None:
+            state, funnel_info = run_funnel(state, ctx.search)
+            stats.update(funnel_info)
+            state, restarted = maybe_restart(state, ctx.search)
+            stats["restarted"] = int(restarted)
+        return state, stats
+
+    def log(self, tb: TBLogger, state: SearchState, metrics: dict, seconds: float, ctx: RunContext) -> str:
+        config = ctx.search.config
+        if "refined" in metrics:
             refined = [e for e in state.hall if e.origin == "refined"]
             if refined:
                 tb.text("programs/refined", hall_markdown(refined), state.generation)
-            _save(checkpointer, evo.generations + 1, state)
-    checkpointer.close()
+            return f"refined the constants of {metrics['refined']} programs"
+        scalars = log_generation(tb, state, metrics, seconds, ctx.search)
+        if state.generation % config.funnel.every == 0:
+            write_outputs(ctx.run_dir, config, state)
+        return (f"gen {state.generation}/{config.evolution.generations}  best {scalars['fitness/best']:.4f}  "
+                f"hall {state.hall[0].metaval:.4f}  {scalars['speed/candidates_per_s']:.1f} cand/s")
 
-    totals = state.totals
-    best = state.hall[0]
-    summary = {
-        "name": config.name,
-        "generations_done": state.generation,
-        "generations": evo.generations,
-        "best_fitness": best.fitness,
-        "best_metaval": best.metaval,
-        "best_program": best.program,
-        "seed_fitness": state.seed_fitness,
-        "seed_metaval": state.seed_metaval,
-        "children": totals["children"],
-        "candidates_scored": totals["scored"],
-        "cache_hit_rate": totals["hits"] / max(totals["children"], 1),
-        "dead_share": totals["dead_statements"] / max(totals["statements"], 1),
-        "invalid": totals["invalid"],
-        "nonfinite": totals["nonfinite"],
-        "restarts": state.restarts,
-        "refinement": refinement,
-        "trainer_compiles": ctx.proxy.compiles() + (ctx.metaval.compiles() if ctx.metaval else 0),
-        "xla_compiles_this_run": _CompileCounter.count - compiles_before,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-    }
-    if not interrupted:
-        write_outputs(run_dir, config, state)
+    def save(self, state: SearchState) -> tuple[dict, dict]:
+        return state_to_checkpoint(state)
+
+    def restore_like(self, ctx: RunContext) -> dict:
+        return _template(ctx.search.config)
+
+    def restore(self, arrays: dict, meta: dict, ctx: RunContext) -> SearchState:
+        return state_from_checkpoint(arrays, meta)
+
+    def finish(self, state: SearchState, ctx: RunContext, tb: TBLogger) -> UpdateRuleSummary:
+        config, search = ctx.search.config, ctx.search
+        write_outputs(ctx.run_dir, config, state)
         tb.text("hall_of_fame", hall_markdown(state.hall), state.generation)
-        tb.hparams(flat_config(config), {"best_fitness": best.fitness, "best_metaval": best.metaval,
-                                         "cache_hit_rate": summary["cache_hit_rate"]})
-    tb.close()
-    summary.update(interrupted=interrupted, resumed_from=resumed_from, wall_time_s=time.time() - started,
-                   run_dir=str(run_dir.path))
-    if not interrupted:
-        run_dir.write_json("results.json", {"config": config_to_dict(config), **summary})
-    return summary
+        totals, best = state.totals, state.hall[0]
+        return UpdateRuleSummary(
+            kind=self.kind, name=config.name, run_dir=str(ctx.run_dir.path), generations_done=state.generation,
+            generations=config.evolution.generations, files=["best.py", "hall_of_fame.json", "references.json"],
+            best_program=best.program, best_fitness=best.fitness, best_metaval=best.metaval,
+            seed_fitness=state.seed_fitness, seed_metaval=state.seed_metaval, children=totals["children"],
+            candidates_scored=totals["scored"], cache_hit_rate=totals["hits"] / max(totals["children"], 1),
+            dead_share=totals["dead_statements"] / max(totals["statements"], 1), invalid=totals["invalid"],
+            nonfinite=totals["nonfinite"], restarts=state.restarts, refinement=ctx.refinement,
+            trainer_compiles=search.proxy.compiles() + (search.metaval.compiles() if search.metaval else 0),
+        )
+
+
+def run_search(config: SearchConfig, run_dir: RunDir, resume: bool = False, progress: Progress | None = None) -> dict:
+    """Runs (or, with ``resume``, continues) an update-rule search in ``run_dir``; the summary as a dict."""
+    return runner.run(UpdateRuleSearch(), config, run_dir, resume=resume, progress=progress).to_json()
 
 
 def resume_config(run_dir: RunDir) -> SearchConfig:
     """The config a run directory was started with (ConfigError if it no longer validates)."""
     return load_config(SearchConfig, run_dir.config_path)
-
-

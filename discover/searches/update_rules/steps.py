@@ -37,8 +37,8 @@ def load_or_compute_references(config: SearchConfig, run_dir: RunDir) -> dict:
         return run_dir.read_json("references.json")
     cache = config.fitness.reference_cache or (run_dir.path.parent / ".baselines.json")
     refs = {
-        "proxy": compute_references(config.fitness.tasks, config.fitness.steps, config.fitness.seeds, cache),
-        "metaval": compute_references(config.funnel.tasks, config.funnel.steps, config.funnel.seeds, cache),
+        "proxy": compute_references(config.fitness.tasks, config.fitness.steps, config.fitness.train_seeds, cache),
+        "metaval": compute_references(config.funnel.tasks, config.funnel.steps, config.funnel.train_seeds, cache),
     }
     run_dir.write_json("references.json", refs)
     return refs
@@ -67,11 +67,11 @@ def make_context(config: SearchConfig, references: dict) -> SearchContext:
               "needs_hessian": space.allow_h, "devices": config.devices,
               "lr_multipliers": tuple(config.fitness.lr_multipliers)}
     proxy = Scorer(tasks=[with_steps(task_registry.get_task(n), config.fitness.steps) for n in config.fitness.tasks],
-                   references=references["proxy"], seeds=config.fitness.seeds, batch=config.evolution.batch, **common)
+                   references=references["proxy"], seeds=config.fitness.train_seeds, batch=config.evolution.batch, **common)
     metaval = None
     if config.funnel.tasks:
         metaval = Scorer(tasks=[with_steps(task_registry.get_task(n), config.funnel.steps) for n in config.funnel.tasks],
-                         references=references["metaval"], seeds=config.funnel.seeds, batch=config.funnel.top_k,
+                         references=references["metaval"], seeds=config.funnel.train_seeds, batch=config.funnel.top_k,
                          **common)
     return SearchContext(config=config, space=space, proxy=proxy, metaval=metaval)
 
@@ -82,7 +82,7 @@ def initial_state(ctx: SearchContext) -> SearchState:
     """The seed population (seeds cycled), scored; the funnel runs once on it."""
     config = ctx.config
     P = config.evolution.population
-    names = list(dict.fromkeys(config.seeds))
+    names = list(dict.fromkeys(config.start_from))
     live, fps, _ = analyse([seed(n) for n in names], ctx.max_len, ctx.n_state, pad_to=config.evolution.batch)
     fp_of = dict(zip(names, fps))
     unique = list(dict.fromkeys(fps))
@@ -90,7 +90,7 @@ def initial_state(ctx: SearchContext) -> SearchState:
     cache = {fp: float(f) for fp, f in zip(unique, scores.fitness)}
     if "adamw" in fp_of:
         _check_adamw_reference(ctx, scores.per_task[unique.index(fp_of["adamw"])])
-    chosen = [config.seeds[i % len(config.seeds)] for i in range(P)]
+    chosen = [config.start_from[i % len(config.start_from)] for i in range(P)]
     population = [Individual(seed(n), cache[fp_of[n]], fp_of[n], birth=i) for i, n in enumerate(chosen)]
     totals = dict.fromkeys(TOTALS, 0)
     totals["scored"] = len(unique)
