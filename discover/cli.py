@@ -1,7 +1,12 @@
 """The `discover` command line (typer + rich).
 
 Every user error (bad program, bad config, missing file) is printed as ONE line naming the defect
-and where it is, with exit code 2 and no traceback.
+and where it is, with exit code 2 and no traceback; any other exception is a bug and keeps its traceback.
+
+Imports are at the top except for modules that start JAX's backend (the searches, through
+:func:`discover.searches.get_search`, and the RL transfer, through gymnax): those are imported inside the
+command that runs them, after ``jax.distributed`` may have been initialized. This is the one place where
+imports are deferred.
 """
 
 from __future__ import annotations
@@ -10,11 +15,28 @@ import os
 import sys
 from pathlib import Path
 
+import jax
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.syntax import Syntax
 from rich.table import Table
+
+from discover.infra.checkpointing import CheckpointError
+from discover.infra.config import ConfigError, config_reference, peek_kind, suggest
+from discover.infra.experiments import resolve_config
+from discover.infra.rundir import RunDir, is_main_process, new_run_dir
+from discover.infra.sharding import distributed_section, initialize_distributed
+from discover.language.analysis import fingerprint, live_statements, structural_hash
+from discover.language.optax_export import export_module
+from discover.language.program import ProgramError, parse
+from discover.searches import KINDS, get_search
+from discover.shared import runner
+from discover.shared.drift_io import DriftFileError
+from discover.shared.simplify import run_references, run_simplify
+from discover.shared.transfer import run_transfer
+from search_spaces.update_rules import SEED_NAMES, seed, seeds
 
 app = typer.Typer(
     name="discover",
@@ -31,6 +53,10 @@ class UserError(Exception):
     """An error in what the user gave us: printed as one line, exit code 2."""
 
 
+# The project's own error types for bad input; any other exception is a bug and keeps its traceback.
+USER_ERRORS = (UserError, ConfigError, CheckpointError, DriftFileError)
+
+
 def fail(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
@@ -38,8 +64,6 @@ def fail(message: str) -> None:
 
 def load_program(source: str):
     """A program from a file path or a seed name; UserError with file:line:col on any defect."""
-    from discover.language.program import ProgramError, parse
-
     path = Path(source)
     if path.is_dir() and (path / "best.py").exists():
         path = path / "best.py"
@@ -53,8 +77,6 @@ def load_program(source: str):
         except ProgramError as e:
             where = f"{path}:{e.line}:{e.col}" if e.line is not None else str(path)
             raise UserError(f"{where}: {e.message}") from None
-    from search_spaces.update_rules import SEED_NAMES, seed
-
     if source in SEED_NAMES:
         return seed(source)
     raise UserError(f"'{source}' is neither a program file nor a seed (seeds: {', '.join(SEED_NAMES)})")
@@ -63,9 +85,6 @@ def load_program(source: str):
 @app.command("seeds")
 def seeds_cmd() -> None:
     """List the baseline seed programs."""
-    from discover.language.analysis import live_statements
-    from search_spaces.update_rules import seeds
-
     table = Table(title="baseline seeds")
     for col in ("name", "statements", "state", "reads"):
         table.add_column(col)
@@ -78,8 +97,6 @@ def seeds_cmd() -> None:
 @app.command("show")
 def show_cmd(program: str = typer.Argument(..., help="a program file (.py) or a seed name")) -> None:
     """Validate a program and print its canonical form, live statements, state and fingerprint."""
-    from discover.language.analysis import fingerprint, live_statements, structural_hash
-
     prog = _run(load_program, program)
     console.print(Syntax(str(prog), "python", theme="ansi_dark", line_numbers=False))
     mask = live_statements(prog)
@@ -98,8 +115,6 @@ def export_cmd(
     output: Path = typer.Option(..., "-o", "--output", help="the Python module to write"),
 ) -> None:
     """Write a standalone optax module (imports only jax and optax) for a program."""
-    from discover.language.optax_export import export_module
-
     prog = _run(load_program, program)
     text = export_module(prog)
     tmp = output.with_name(f".{output.name}.tmp")
@@ -113,104 +128,110 @@ def export_cmd(
                   highlight=False)
 
 
-def _run(fn, *args, **kwargs):
-    """Run fn, turning user errors (bad program, config, run directory) into one line and exit code 2."""
-    from discover.infra.checkpointing import CheckpointError
-    from discover.infra.config import ConfigError
+@app.command("config")
+def config_cmd(kind: str = typer.Argument(..., help="the search: update_rule or rl_objective")) -> None:
+    """List every config key of a search: dotted name, type, default and help."""
+    if kind not in KINDS:
+        fail(f"unknown kind {kind!r}; {suggest(kind, KINDS)}")
+    console.print(config_reference(get_search(kind).config_type), markup=False, highlight=False, soft_wrap=True,
+                  end="")
 
+
+def _run(fn, *args, **kwargs):
+    """Run fn, turning user errors (bad program, config, run directory, checkpoint) into one line and exit 2.
+    Anything else is a bug and keeps its traceback."""
     try:
         return fn(*args, **kwargs)
-    except (UserError, ConfigError, CheckpointError) as e:
+    except USER_ERRORS as e:
         fail(str(e))
 
 
 # --- searches ----------------------------------------------------------------------------------------
-def _searches(kind: str):
-    """(load_config(path, overrides), new_run_dir(config, out), run(config, run_dir, resume, progress))."""
-    if kind == "update_rule":
-        from discover.searches.update_rules import search
-
-        return search.load_search_config, search.new_run_dir, search.run_search
-    from discover.infra.config import load_config
-    from discover.infra.rundir import new_run_dir
-    from discover.searches.rl import search as rl_search
-
-    def load(path, overrides):
-        return load_config(rl_search.RLSearchConfig, path, overrides)
-
-    return load, new_run_dir, rl_search.run_rl_search
-
-
 def _start_processes(config_path, overrides) -> None:
     """jax.distributed for a multi-process run (config `distributed:` or JAX_* variables); a no-op otherwise."""
-    from discover.infra.sharding import distributed_section, initialize_distributed
-
     try:
         initialize_distributed(distributed_section(config_path, overrides))
-    except ValueError as e:
+    except ValueError as e:  # initialize_distributed's own one-line messages about the distributed section
         raise UserError(str(e)) from None
 
 
-def _is_primary() -> bool:
-    """True unless this is process 1.. of a multi-process run (those work silently; process 0 reports)."""
-    from discover.infra.sharding import is_primary
+class RichProgress:
+    """The runner's progress callback drawn with rich (process 0 only)."""
 
-    return is_primary()
+    def __init__(self) -> None:
+        self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                            console=console, transient=False, disable=not is_main_process())
+        self.task = None
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.__exit__(*exc)
+
+    def phase(self, description: str) -> None:
+        if self.task is None:
+            self.task = self.bar.add_task(description, total=None)
+        else:
+            self.bar.update(self.task, description=description)
+
+    def advance(self, done: int, total: int, description: str) -> None:
+        if self.task is None:
+            self.task = self.bar.add_task(description, total=total)
+        self.bar.update(self.task, completed=done, total=total, description=description)
+
+    def note(self, message: str) -> None:
+        if is_main_process():
+            self.bar.console.print(message, highlight=False, markup=False, soft_wrap=True)
 
 
-def _progress():
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                    console=console, transient=False, disable=not _is_primary())
-
-
-def _report(summary: dict, run_dir) -> None:
-    if not _is_primary():
-        import jax
-
+def _report(summary, run_dir: RunDir) -> None:
+    if not is_main_process():
         console.print(f"process {jax.process_index()} of {jax.process_count()}: done; process 0 reports and "
-                      f"writes {run_dir.path}", highlight=False)
+                      f"writes {run_dir.path}", highlight=False, soft_wrap=True)
         return
     console.rule("result")
-    if summary.get("interrupted"):
-        console.print(f"stopped after generation {summary.get('generations_done', '?')}: checkpoint saved; "
-                      f"continue with `discover resume {run_dir.path}`", highlight=False)
-    if "best_program" in summary:
-        console.print(Syntax(summary["best_program"], "python", theme="ansi_dark"))
-        console.print(f"best fitness {summary['best_fitness']:.4f} (val loss / tuned AdamW; < 1 beats AdamW), "
-                      f"meta-validation {summary['best_metaval']:.4f}; seeds: {summary['seed_fitness']:.4f}",
-                      highlight=False)
-        console.print(f"cache hit rate {summary['cache_hit_rate']:.0%}, dead statements "
-                      f"{summary['dead_share']:.0%}, {summary['candidates_scored']} candidates scored",
-                      highlight=False)
-    for key in ("best_normalized_return", "ppo_normalized_return", "dpo_normalized_return"):
-        if key in summary:
-            console.print(f"{key.replace('_', ' ')}: {summary[key]:.3f}", highlight=False)
-    console.print(f"run directory: {run_dir.path}  (best.py, hall_of_fame.json, results.json)", highlight=False)
-    console.print(f"TensorBoard: tensorboard --logdir {run_dir.tb_dir}", highlight=False)
+    if summary.interrupted:
+        console.print(f"stopped after step {summary.generations_done} of {summary.generations}: checkpoint saved; "
+                      f"continue with `discover resume {run_dir.path}`", highlight=False, markup=False, soft_wrap=True)
+        return
+    if getattr(summary, "best_program", None):
+        console.print(Syntax(summary.best_program, "python", theme="ansi_dark"))
+    for line in summary.headline():
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+    files = [name for name in summary.files if run_dir.file(name).exists()]
+    console.print(f"run directory: {run_dir.path}  ({', '.join(files)})", highlight=False, markup=False, soft_wrap=True)
+    console.print(f"TensorBoard: tensorboard --logdir {run_dir.tb_dir}", highlight=False, markup=False, soft_wrap=True)
+
+
+def _run_search(kind: str, config_path, overrides: list[str], run_dir: RunDir | None, out: Path | None) -> None:
+    """Loads the search (after jax.distributed), its config, and runs it; exits 0, or 130 when interrupted."""
+    _run(_start_processes, config_path, overrides)  # before any search is imported: importing evosax starts JAX
+    search = get_search(kind)
+    config = _run(search.load_config, config_path, overrides)
+    resume = run_dir is not None
+    if run_dir is None:
+        run_dir = _run(new_run_dir, config, out)
+        if is_main_process():
+            console.print(f"run directory: {run_dir.path}", highlight=False, markup=False, soft_wrap=True)
+    with RichProgress() as progress:
+        summary = _run(runner.run, search, config, run_dir, resume=resume, progress=progress)
+    _report(summary, run_dir)
+    raise typer.Exit(code=130 if summary.interrupted else 0)
 
 
 @app.command("search")
 def search_cmd(
-    config: Path | None = typer.Argument(None, help="experiment YAML (default: experiments/quickstart.yaml)"),
+    config: str | None = typer.Argument(
+        None, help="experiment YAML, or a shipped experiment's name (talpo_tiny); default: quickstart"),
     set_: list[str] = typer.Option([], "--set", help="override a config key: --set evolution.generations=5"),
     out: Path | None = typer.Option(None, "--out", help="parent folder of the run directory (default checkpoints/)"),
 ) -> None:
-    """Run a search: update rules (kind: update_rule) or an RL objective (kind: rl_objective)."""
-    from discover.infra.config import peek_kind
-
-    kind = "update_rule" if config is None else _run(peek_kind, str(config), ("update_rule", "rl_objective"))
-    _run(_start_processes, config, list(set_))  # before the searches are imported (evosax starts JAX)
-    load, new_run_dir, run = _searches(kind)
-    cfg = _run(load, config, list(set_))
-    run_dir = _run(new_run_dir, cfg, out)
-    if _is_primary():
-        console.print(f"run directory: {run_dir.path}", highlight=False)
-    with _progress() as progress:
-        summary = _run(run, cfg, run_dir, False, progress)
-    _report(summary, run_dir)
-    raise typer.Exit(code=130 if summary.get("interrupted") else 0)
+    """Run a search; the config's `kind:` says which (update_rule, rl_objective)."""
+    path = _run(resolve_config, config)
+    kind = _run(peek_kind, str(path), KINDS)
+    _run_search(kind, path, list(set_), None, out)
 
 
 @app.command("resume")
@@ -220,23 +241,14 @@ def resume_cmd(
         [], "--set", help="where it runs now: --set devices=2, --set distributed.coordinator_address=host0:1234"),
 ) -> None:
     """Continue a stopped or killed search from its newest good checkpoint."""
-    from discover.infra.config import peek_kind
-    from discover.infra.rundir import RunDir
-
     for item in set_:  # what may differ on resume: where it runs, never what it searches
         key = item.split("=", 1)[0].strip()
         if not (key == "devices" or key.startswith("distributed.")):
             fail(f"--set {key}: only devices and distributed.* can change on resume (the search itself runs "
                  f"as recorded in {run_dir / 'config.yaml'})")
     rd = _run(RunDir.open, run_dir)
-    kind = _run(peek_kind, str(rd.config_path), ("update_rule", "rl_objective"))
-    _run(_start_processes, rd.config_path, list(set_))
-    load, _, run = _searches(kind)
-    cfg = _run(load, rd.config_path, list(set_))
-    with _progress() as progress:
-        summary = _run(run, cfg, rd, True, progress)
-    _report(summary, rd)
-    raise typer.Exit(code=130 if summary.get("interrupted") else 0)
+    kind = _run(peek_kind, str(rd.config_path), KINDS)
+    _run_search(kind, rd.config_path, list(set_), rd, None)
 
 
 # --- simplify and transfer --------------------------------------------------------------------------
@@ -271,12 +283,22 @@ def simplify_cmd(
     out: Path | None = typer.Option(None, "--out", help="report folder (default: the run dir or a new one)"),
 ) -> None:
     """Shorten a program while its meta-validation fitness stays within a tolerance; report every step."""
-    from discover.shared.simplify import run_simplify
-
     path = Path(source)
     program = source if (path.exists() or path.is_dir()) else _run(load_program, source)
-    result, _steps = _user_call(run_simplify, program, tolerance=tolerance, tasks=_names(tasks), seeds=seeds,
-                                steps=steps, out_dir=out, console=console)
+    scoring = {}
+    if (path / "config.yaml").is_file():  # a search run directory: score as its meta-validation funnel did
+        config = _run(get_search("update_rule").load_config, path / "config.yaml")
+        has_funnel = bool(config.funnel.tasks)  # no funnel: the proxy fitness ranked the run's programs
+        section = config.funnel if has_funnel else config.fitness
+        scoring = {"tasks": list(section.tasks), "steps": section.steps, "seeds": section.train_seeds,
+                   "lr_multipliers": list(config.fitness.lr_multipliers), "worst": config.fitness.worst,
+                   "reference_cache": config.fitness.reference_cache}
+        if tasks is None and seeds is None and steps is None:  # the run's settings: its saved references hold
+            scoring["references"] = _run(run_references, path, "metaval" if has_funnel else "proxy", section.tasks)
+    given = {"tasks": _names(tasks), "seeds": seeds, "steps": steps}
+    scoring.update({key: value for key, value in given.items() if value is not None})
+    result, _steps = _user_call(run_simplify, program, tolerance=tolerance, out_dir=out, console=console,
+                                **scoring)
     console.print(Syntax(str(result), "python", theme="ansi_dark"))
 
 
@@ -285,8 +307,6 @@ def _is_rl_source(source: str) -> bool:
     if path.suffix == ".npz":
         return True
     if (path / "config.yaml").is_file():
-        from discover.infra.config import ConfigError, peek_kind
-
         try:
             return peek_kind(str(path / "config.yaml")) == "rl_objective"
         except ConfigError:  # an unreadable config is reported by whichever path opens it
@@ -309,13 +329,11 @@ def transfer_cmd(
 ) -> None:
     """Evaluate discovered algorithms on held-out tasks against tuned baselines (table + plots)."""
     if len(sources) == 1 and _is_rl_source(sources[0]):
-        from discover.shared.rl_transfer import run_rl_transfer
+        from discover.shared.rl_transfer import run_rl_transfer  # deferred: gymnax starts JAX (module doc)
 
         table = _user_call(run_rl_transfer, sources[0], _names(envs), _floats(horizons, "--horizons"),
                            seeds or 4, out)
     else:
-        from discover.shared.transfer import run_transfer
-
         programs = {}
         for src in sources:
             label = Path(src).name if Path(src).is_dir() else Path(src).stem
@@ -329,10 +347,28 @@ def transfer_cmd(
 
 def main() -> None:
     try:
-        app()
-    except KeyboardInterrupt:
+        code = app(standalone_mode=False)
+    except (KeyboardInterrupt, typer.Abort):
         err_console.print("interrupted")
         sys.exit(130)
+    except Exception as e:
+        if not _is_click_error(e):
+            raise
+        # One short line instead of the boxed usage text (bad option, missing argument, unknown command).
+        if not e.format_message():  # `discover` alone: the help was printed
+            sys.exit(e.exit_code)
+        ctx = getattr(e, "ctx", None)
+        where = ctx.command_path if ctx is not None else "discover"
+        err_console.print(f"[bold red]error:[/] {escape(where)}: {escape(e.format_message())} "
+                          f"(see '{escape(where)} --help')", highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _is_click_error(exc: BaseException) -> bool:
+    """A usage error from typer's parser. typer vendors click privately, so its exception classes are
+    recognised by name rather than imported from a private module."""
+    return any(cls.__name__ == "ClickException" for cls in type(exc).__mro__)
 
 
 if __name__ == "__main__":

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
+import time
 from typing import Literal
 
 import pytest
 
 from discover.infra.config import (
     ConfigError,
+    config_reference,
     config_to_dict,
     dump_config,
     flat_config,
@@ -143,17 +146,40 @@ def test_malformed_yaml_reports_the_line():
     assert message.startswith("exp.yaml:2: invalid YAML")
 
 
-def test_anchors_and_merge_keys():
-    text = "base: &base {population: 16, mutation: insert}\n"
-    # `base` is not a key of the schema: merge keys are resolved before keys are checked.
-    with pytest.raises(ConfigError, match=r"exp.yaml:1: base: unknown key"):
-        load_config(Experiment, path="exp.yaml", text=text + "search:\n  <<: *base\n")
-    cfg = load_config(
-        Experiment,
-        text="search: &s\n  population: 16\n  mutation: insert\nsmall:\n  <<: *s\n  population: 4\n",
-    )
-    assert (cfg.search.population, cfg.search.mutation) == (16, "insert")
-    assert (cfg.small.population, cfg.small.mutation) == (4, "insert")  # own key overrides the merged one
+def test_anchors_aliases_and_merge_keys_are_refused():
+    # They were once read; an alias bomb made them a liability: now each is a one-line error at its line.
+    text = "base: &base {population: 16, mutation: insert}\nsearch:\n  <<: *base\n"
+    assert _error(text) == "exp.yaml:1: YAML anchors/aliases are not supported"
+    assert _error("seed: 1\nsearch: *nowhere\n") == "exp.yaml:2: YAML anchors/aliases are not supported"
+    assert _error("search:\n  <<: {population: 16}\n") == "exp.yaml:2: search: YAML merge keys (<<) are not supported"
+    assert _error("", overrides=["search.lrs=[&a 0.1, *a]"]) == (
+        "--set search.lrs: YAML anchors/aliases are not supported")
+
+
+def _alias_bomb(levels: int = 9) -> str:
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i in range(1, levels):
+        prev, name = chr(ord("a") + i - 1), chr(ord("a") + i)
+        lines.append(f"{name}: &{name} [{','.join(['*' + prev] * 9)}]")
+    return "\n".join(lines) + "\n"
+
+
+def test_a_billion_laughs_fails_fast():
+    start = time.perf_counter()
+    assert _error(_alias_bomb()) == "exp.yaml:1: YAML anchors/aliases are not supported"
+    assert _error("", overrides=["seed=" + _alias_bomb().replace("\n", ", ").join("{}")]).startswith("--set seed: ")
+    assert time.perf_counter() - start < 1.0
+
+
+@pytest.mark.parametrize("depth", [33, 100_000])
+def test_deep_nesting_is_refused_without_recursion_error(depth):
+    deep = "[" * depth + "]" * depth
+    assert _error(f"seed: 1\nsearch:\n  lrs: {deep}\n") == "exp.yaml:3: YAML nested deeper than 32 levels"
+    assert _error("", overrides=[f"search.lrs={deep}"]) == "--set search.lrs: YAML nested deeper than 32 levels"
+    block = "".join(f"{'  ' * i}k{i}:\n" for i in range(depth if depth < 100 else 40))
+    assert _error(block).startswith("exp.yaml:33: YAML nested deeper than 32 levels")
+    # 32 levels (the top-level mapping is one) is still read: the schema says what is wrong with it
+    assert _error("search:\n  lrs: " + "[" * 30 + "]" * 30 + "\n").startswith("exp.yaml:2: search.lrs[0]: ")
 
 
 def test_unsafe_tags_are_refused():
@@ -297,3 +323,109 @@ def test_peek_kind(tmp_path):
         peek_kind("kind: rl_objectiv\n", known=("update_rule", "rl_objective"))
     with pytest.raises(ConfigError, match=r"missing\.yaml: file not found"):
         peek_kind(str(tmp_path / "missing.yaml"))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Renamed keys: the old name is still read, with a one-line warning on stderr.
+
+
+@dataclasses.dataclass(frozen=True)
+class Fit:
+    train_seeds: int = dataclasses.field(default=1, metadata={"min": 1, "renamed_from": "seeds"})
+    tasks: list[str] = dataclasses.field(default_factory=lambda: ["a"])
+
+
+@dataclasses.dataclass(frozen=True)
+class Renamed:
+    start_from: list[str] = dataclasses.field(
+        default_factory=lambda: ["adamw"], metadata={"choices": ("adamw", "lion"), "renamed_from": "seeds"})
+    fitness: Fit = dataclasses.field(default_factory=Fit)
+
+
+OLD = "seeds: [lion]\nfitness:\n  seeds: 3\n"
+NEW = "start_from: [lion]\nfitness:\n  train_seeds: 3\n"
+
+
+def test_old_keys_are_read_with_a_one_line_notice_each(capsys):
+    new = load_config(Renamed, path="r.yaml", text=NEW)
+    assert capsys.readouterr().err == ""
+    assert new == Renamed(["lion"], Fit(train_seeds=3))
+    assert load_config(Renamed, path="r.yaml", text=OLD) == new
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: r.yaml:1: 'seeds' is renamed 'start_from'",
+        "warning: r.yaml:3: 'fitness.seeds' is renamed 'fitness.train_seeds'",
+    ]
+    assert "seeds" not in dump_config(new).replace("train_seeds", "")  # written back under the new names
+
+
+def test_old_keys_in_overrides(capsys):
+    cfg = load_config(Renamed, overrides=["seeds=[lion]", "fitness.seeds=3"])
+    assert cfg == load_config(Renamed, text=NEW)
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: --set: 'seeds' is renamed 'start_from'",
+        "warning: --set: 'fitness.seeds' is renamed 'fitness.train_seeds'",
+    ]
+    assert load_config(Renamed, overrides=["fitness={seeds: 3, tasks: [b]}"]).fitness == Fit(3, ["b"])
+    # An override in the new name replaces a value the file gives under the old one, and vice versa.
+    assert load_config(Renamed, text=OLD, overrides=["start_from=[adamw]"]).start_from == ["adamw"]
+    assert load_config(Renamed, text=NEW, overrides=["fitness.seeds=5"]).fitness.train_seeds == 5
+
+
+def test_old_and_new_key_together_is_an_error():
+    with pytest.raises(ConfigError) as info:
+        load_config(Renamed, path="r.yaml", text="start_from: [lion]\nseeds: [adamw]\n")
+    assert str(info.value) == "r.yaml:2: seeds: 'seeds' is the old name of 'start_from'; set only 'start_from'"
+    with pytest.raises(ConfigError, match=r"^r.yaml:3: fitness.seeds: 'seeds' is the old name of 'train_seeds'"):
+        load_config(Renamed, path="r.yaml", text="fitness:\n  train_seeds: 2\n  seeds: 2\n")
+
+
+def test_errors_under_an_old_key_name_it_as_written():
+    with pytest.raises(ConfigError) as info:
+        load_config(Renamed, path="r.yaml", text="seeds: [adamx]\n")
+    assert str(info.value) == "r.yaml:1: seeds[0]: must be one of 'adamw', 'lion', got 'adamx' (did you mean 'adamw'?)"
+    with pytest.raises(ConfigError) as info:
+        load_config(Renamed, overrides=["fitness.seeds=0"])
+    assert str(info.value) == "--set fitness.seeds: must be >= 1, got 0"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Choices from a registry are read when a config is loaded, not when the schema is defined.
+
+
+class Registry(collections.abc.Sequence):
+    names: tuple = ("a",)
+
+    def __getitem__(self, i):
+        return self.names[i]
+
+    def __len__(self):
+        return len(self.names)
+
+
+@dataclasses.dataclass(frozen=True)
+class FromRegistry:
+    task: str = dataclasses.field(default="a", metadata={"choices": Registry()})
+
+
+def test_registry_choices_are_read_at_load_time(monkeypatch):
+    assert load_config(FromRegistry, text="task: a").task == "a"
+    with pytest.raises(ConfigError, match=r"must be one of 'a', got 'late'"):
+        load_config(FromRegistry, text="task: late")
+    monkeypatch.setattr(Registry, "names", ("a", "late"))  # registered after the first load
+    assert load_config(FromRegistry, text="task: late").task == "late"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The reference of every key.
+
+
+def test_config_reference_lists_every_key_with_type_default_and_help():
+    text = config_reference(Experiment)
+    rows = {line.split()[0]: line for line in text.splitlines()[1:]}
+    assert text.splitlines()[0].split() == ["KEY", "TYPE", "DEFAULT", "HELP"]
+    assert "search.population" in rows and "small.population" in rows and "funnel.every" in rows
+    assert rows["search.population"].split()[1:5] == ["int,", ">=", "2,", "<="]
+    assert " 64 " in rows["search.population"] and rows["search.population"].endswith("programs alive")
+    assert " 8 " in rows["small.population"]  # the section's own default, not the class default
+    assert "section or null" in rows["funnel"] and "[one of: point, insert, delete]" in rows["search.mutation"]
+    assert "(formerly 'seeds')" in config_reference(Renamed)

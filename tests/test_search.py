@@ -27,9 +27,9 @@ TINY = ROOT / "experiments" / "search_tiny.yaml"
     ("evolution:\n  population: many\n", "evolution.population", "expected int"),
     ("evolution:\n  population: 1\n", "evolution.population", "must be >= 2"),
     ("fitness:\n  tasks: [mlp_regression_prox]\n", "fitness.tasks[0]", "mlp_regression_proxy"),
-    ("seeds: [adamx]\n", "seeds[0]", "adamw"),
+    ("start_from: [adamx]\n", "start_from[0]", "adamw"),
     ("evolution:\n  population: 4\n  tournament: 9\n", "evolution", "tournament (9) must be <= population (4)"),
-    ("seeds: [sophia]\n", "", "outside the search space"),
+    ("start_from: [sophia]\n", "", "outside the search space"),
     ("evolution:\n  mutation: {swap: 1.0}\n", "evolution", "unknown mutation 'swap'"),
 ])
 def test_config_errors_are_one_line_naming_file_and_key(tmp_path, yaml_text, key, what):
@@ -51,7 +51,7 @@ def test_override_errors_name_the_override():
 def test_shipped_configs_load():
     for name in ("quickstart", "lion_search", "lion_search_gpu", "search_tiny"):
         config = search.load_search_config(ROOT / "experiments" / f"{name}.yaml")
-        assert config.kind == "update_rule" and config.seeds
+        assert config.kind == "update_rule" and config.start_from
     assert search.load_search_config(None).name == "quickstart"
 
 

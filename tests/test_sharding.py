@@ -167,7 +167,7 @@ def _worker_search(out: str) -> None:
 
 
 def _worker_process(out: str, port: int, process_id: int) -> None:
-    from discover.infra import sharding
+    from discover.infra import rundir, sharding
 
     info = sharding.initialize_distributed(
         {"coordinator_address": f"127.0.0.1:{port}", "num_processes": 2, "process_id": process_id}
@@ -179,7 +179,7 @@ def _worker_process(out: str, port: int, process_id: int) -> None:
     mesh = sharding.population_mesh("all")
     train, args = _update_rule_case()
     results = _flat("update_rule", sharding.sharded(train, mesh)(*args))
-    results["primary"] = np.asarray([sharding.is_primary()])
+    results["primary"] = np.asarray([rundir.is_main_process()])
     np.savez(out, **results)
     # A search checkpoint written and read back by both processes: NumPy arrays (the update-rule search's
     # state), process-local jax.Arrays and a typed key (the RL search's ES state), JSON meta. Each process
@@ -504,7 +504,7 @@ def test_chunked_and_padded_members_match_their_own_runs():
     np.testing.assert_allclose(whole, np.asarray(train(x, w)["y"]), rtol=1e-5)  # same members, same order
     for lo in range(0, 20, 4):
         np.testing.assert_array_equal(f(x[lo:lo + 4], w[lo:lo + 4])["y"], whole[lo:lo + 4])
-    assert f._cache_size() == 2  # populations of 20 (5 chunks) and of 4 (1 chunk)
+    assert f.compiles() == 2  # populations of 20 (5 chunks) and of 4 (1 chunk)
 
 
 def test_padding_repeats_the_last_member():
@@ -521,7 +521,7 @@ def test_padding_repeats_the_last_member():
 
 
 def test_initialize_distributed_single_process_is_a_no_op(monkeypatch):
-    from discover.infra import sharding
+    from discover.infra import rundir, sharding
 
     for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
         monkeypatch.delenv(name, raising=False)
@@ -529,7 +529,7 @@ def test_initialize_distributed_single_process_is_a_no_op(monkeypatch):
     assert sharding.initialize_distributed(sharding.DistributedSection(num_processes=1)).initialized is False
     monkeypatch.setenv("JAX_NUM_PROCESSES", "1")
     assert sharding.initialize_distributed({}).process_count == 1
-    assert sharding.is_primary()
+    assert rundir.is_main_process()
 
 
 def test_initialize_distributed_names_what_is_missing(monkeypatch):

@@ -11,6 +11,7 @@ import pytest
 
 from discover.language.program import parse
 from discover.shared import transfer
+from discover.shared.runner import CompileCounter
 from envs.tasks import Task
 from search_spaces.update_rules import seed
 
@@ -95,9 +96,12 @@ def test_a_program_runs_exactly_like_the_optax_optimizer_it_reproduces(transferr
 
 def test_each_optimizer_grid_is_one_compiled_call(transferred):
     _, task, _ = transferred
-    every = transfer.curve_every_for(task.num_steps)
+    CompileCounter.install()
     for opt in (transfer.program_optimizer("signum-program", seed("signum")), transfer.baseline_optimizer("adamw")):
-        assert transfer.grid_trainer(task, opt, every)._cache_size() == 1
+        before = CompileCounter.count
+        other_lrs = [x * 1.5 for x in LRS]  # another grid of the same size: the compiled call is reused
+        grid = transfer.run_grid(task, opt, [task.lr * x for x in other_lrs], WDS, SEEDS)
+        assert CompileCounter.count == before and np.isfinite(grid["val_loss"]).all()
 
 
 def test_tensorboard_has_curves_metrics_images_and_the_report(transferred):

@@ -25,7 +25,7 @@ import optax
 
 from discover.language import ops
 from discover.language.ops import combine_stats, tensor_stats
-from discover.language.program import Program
+from discover.language.program import Program, parse
 
 
 # --- leaf-wise runners (exported verbatim) ---------------------------------------------------------
@@ -128,8 +128,6 @@ def to_optax(program: Program, learning_rate: float | Callable = 1e-3) -> optax.
     ``optax.GradientTransformationExtraArgs`` whose ``update`` takes ``h=`` (a pytree like the params).
     """
     if isinstance(program, str):
-        from discover.language.program import parse
-
         program = parse(program)
 
     def step(g, w, lr, t, h, old_state, shapes):

@@ -65,7 +65,7 @@ class Scorer:
 
     tasks: list[task_registry.Task]
     references: dict[str, dict]  # task name -> adamw_reference(...)
-    seeds: int
+    train_seeds: int
     lr_multipliers: tuple[float, ...]
     worst: float
     batch: int
@@ -76,7 +76,7 @@ class Scorer:
 
     @property
     def members_per_candidate(self) -> int:
-        return len(self.lr_multipliers) * self.seeds
+        return len(self.lr_multipliers) * self.train_seeds
 
     @functools.cached_property
     def _mesh(self):
@@ -87,11 +87,11 @@ class Scorer:
 
     @functools.cached_property
     def _keys(self):
-        return jnp.tile(reference_keys(self.seeds), self.batch * len(self.lr_multipliers))
+        return jnp.tile(reference_keys(self.train_seeds), self.batch * len(self.lr_multipliers))
 
     def _lrs(self, task) -> jax.Array:
         base = self.references[task.name]["lr"]
-        per_candidate = np.repeat(np.asarray(self.lr_multipliers, np.float64) * base, self.seeds)
+        per_candidate = np.repeat(np.asarray(self.lr_multipliers, np.float64) * base, self.train_seeds)
         return jnp.asarray(np.tile(per_candidate, self.batch), jnp.float32)
 
     def score(self, programs: Sequence[Program]) -> Scores:
@@ -109,7 +109,8 @@ class Scorer:
         per_task, bad = [], np.zeros((n,), bool)
         outs = [self.trainer(task).dispatch(self._keys, self._lrs(task), enc) for task in self.tasks]  # all first
         for task, out in zip(self.tasks, (o.result() for o in outs)):
-            val = np.asarray(out["val_loss"], np.float64).reshape(self.batch, len(self.lr_multipliers), self.seeds)
+            val = np.asarray(out["val_loss"], np.float64)
+            val = val.reshape(self.batch, len(self.lr_multipliers), self.train_seeds)
             rel, nonfinite = aggregate(val[:n], self.references[task.name]["val_loss"], self.worst)
             per_task.append(rel)
             bad |= nonfinite
@@ -117,7 +118,7 @@ class Scorer:
         return Scores(per_task.mean(axis=1), per_task, bad)
 
     def compiles(self) -> int:
-        return sum(self.trainer(t)._cache_size() for t in self.tasks)
+        return sum(self.trainer(t).compiles() for t in self.tasks)
 
 
 def compute_references(task_names: Sequence[str], steps: int | None, seeds: int, cache_path) -> dict[str, dict]:

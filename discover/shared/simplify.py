@@ -313,7 +313,7 @@ def make_score_fn(setup: ScoringSetup, program: Program, batch: int) -> ScoreFn:
     for task in tasks:
         if task.name not in refs:
             refs[task.name] = adamw_reference(task, seeds=setup.seeds, cache_path=cache)
-    scorer = Scorer(tasks=tasks, references=refs, seeds=setup.seeds, lr_multipliers=setup.lr_multipliers,
+    scorer = Scorer(tasks=tasks, references=refs, train_seeds=setup.seeds, lr_multipliers=setup.lr_multipliers,
                     worst=setup.worst, batch=batch, max_len=max(8, len(program)),
                     n_state=max(1, len(program.state)), needs_hessian=program.reads_h)
 

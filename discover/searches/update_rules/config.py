@@ -9,6 +9,7 @@ import pathlib
 from collections.abc import Sequence
 
 from discover.infra.config import load_config
+from discover.infra.experiments import default_config_path
 from discover.infra.search_config import BaseSearchConfig, redefault
 from discover.language.mutation import DEFAULT_WEIGHTS
 from discover.language.ops import OP_BY_NAME
@@ -16,8 +17,7 @@ from discover.shared.es import STRATEGY_NAMES
 from envs import tasks as task_registry
 from search_spaces.update_rules import SEED_NAMES, UpdateRuleSpace, seed
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[3]
-QUICKSTART = REPO_ROOT / "experiments" / "quickstart.yaml"
+
 # ----------------------------------------------------------------------------------------------------------
 # Config schema
 # ----------------------------------------------------------------------------------------------------------
@@ -167,5 +167,5 @@ def load_search_config(path: str | pathlib.Path | None = None, overrides: Sequen
     """The validated config of ``path`` (``experiments/quickstart.yaml`` when None) with ``--set`` overrides;
     raises :class:`discover.infra.config.ConfigError` (one line: file, line, key, what is wrong)."""
     if path is None:
-        path = QUICKSTART if QUICKSTART.is_file() else None
+        path = default_config_path()
     return load_config(SearchConfig, path, overrides)

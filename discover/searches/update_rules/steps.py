@@ -67,11 +67,13 @@ def make_context(config: SearchConfig, references: dict) -> SearchContext:
               "needs_hessian": space.allow_h, "devices": config.devices,
               "lr_multipliers": tuple(config.fitness.lr_multipliers)}
     proxy = Scorer(tasks=[with_steps(task_registry.get_task(n), config.fitness.steps) for n in config.fitness.tasks],
-                   references=references["proxy"], seeds=config.fitness.train_seeds, batch=config.evolution.batch, **common)
+                   references=references["proxy"], train_seeds=config.fitness.train_seeds,
+                   batch=config.evolution.batch, **common)
     metaval = None
     if config.funnel.tasks:
         metaval = Scorer(tasks=[with_steps(task_registry.get_task(n), config.funnel.steps) for n in config.funnel.tasks],
-                         references=references["metaval"], seeds=config.funnel.train_seeds, batch=config.funnel.top_k,
+                         references=references["metaval"], train_seeds=config.funnel.train_seeds,
+                         batch=config.funnel.top_k,
                          **common)
     return SearchContext(config=config, space=space, proxy=proxy, metaval=metaval)
 
