@@ -347,7 +347,7 @@ def transfer_cmd(
 
 def main() -> None:
     try:
-        code = app(standalone_mode=False)
+        code = app(prog_name="discover", standalone_mode=False)
     except (KeyboardInterrupt, typer.Abort):
         err_console.print("interrupted")
         sys.exit(130)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import pathlib
+import re
 import signal
+import sys
 import threading
 import typing
 import warnings
@@ -20,6 +24,8 @@ from discover.infra.checkpointing import (
     CheckpointFallbackWarning,
     GracefulExit,
     pack_key,
+    rng_from_json,
+    rng_to_json,
     unpack_key,
 )
 
@@ -274,3 +280,134 @@ def test_graceful_exit_is_inert_off_the_main_thread():
     thread.start()
     thread.join()
     assert seen == {"active": False, "requested": True}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The JSON record is covered by a digest too
+
+
+def _edit_meta_json(step_dir: pathlib.Path, edit) -> None:
+    """Rewrites a step's JSON record as valid JSON with ``edit`` applied (what a checksum must catch)."""
+    path = step_dir / "meta" / "metadata"
+    record = json.loads(path.read_text())
+    edit(record)
+    path.write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda r: r["user"].__setitem__("generation", 7),  # the population / counters part
+        lambda r: r["user"]["hall_of_fame"].append("def rule(g):\n    return -g"),
+        lambda r: r["user"]["fitness_cache"].__setitem__("abc", [0.5, 0.25]),
+        lambda r: r["signature"][0].__setitem__(1, [8, 3]),  # the arrays' recorded shape
+    ],
+    ids=["counter", "hall", "cache", "signature"],
+)
+def test_edited_meta_json_falls_back(tmp_path, edit):
+    _save_steps(tmp_path, [1, 2, 3])
+    _edit_meta_json(tmp_path / "3", edit)
+    ckpt = Checkpointer(tmp_path)
+    with pytest.warns(CheckpointFallbackWarning, match=r"step 3 .*meta does not match its recorded checksum"):
+        step, restored, meta = ckpt.restore(_state(0))
+    assert step == 2 and meta["generation"] == 2
+    _assert_same(restored, _state(2))
+    with pytest.raises(CheckpointError, match="no checkpoint step 3"):  # moved aside
+        ckpt.restore(_state(0), step=3)
+    ckpt.close()
+
+
+def test_edited_meta_json_without_an_older_step_is_an_error(tmp_path):
+    _save_steps(tmp_path, [1])
+    _edit_meta_json(tmp_path / "1", lambda r: r["user"].__setitem__("generation", 0))
+    with (
+        pytest.warns(CheckpointFallbackWarning),
+        pytest.raises(CheckpointError, match="no readable checkpoint .*meta does not match") as info,
+    ):
+        Checkpointer(tmp_path, read_only=True).restore(_state(0))
+    assert "\n" not in str(info.value)
+
+
+def test_format_1_steps_are_still_read(tmp_path):
+    _save_steps(tmp_path, [1])
+
+    def as_format_1(record):
+        record["format"] = 1
+        del record["meta_digest"]
+
+    _edit_meta_json(tmp_path / "1", as_format_1)
+    step, restored, meta = Checkpointer(tmp_path, read_only=True).restore(_state(0))
+    assert step == 1 and meta["generation"] == 1
+    _assert_same(restored, _state(1))
+
+
+def test_restore_keeps_sys_stderr(tmp_path, monkeypatch):
+    """Orbax's noise is held back by logging filters, not by swapping the process's stderr."""
+    _save_steps(tmp_path, [1, 2])
+    _damage_truncate_data(tmp_path / "2")
+    seen = []
+    original = Checkpointer._restore_step
+
+    def spy(self, step, arrays_like):
+        seen.append(sys.stderr)
+        return original(self, step, arrays_like)
+
+    monkeypatch.setattr(Checkpointer, "_restore_step", spy)
+    stderr = sys.stderr
+    with pytest.warns(CheckpointFallbackWarning):
+        step, _, _ = Checkpointer(tmp_path).restore(_state(0))
+    assert step == 1 and seen == [stderr, stderr] and sys.stderr is stderr
+    assert not logging.getLogger("absl").filters or all(
+        not hasattr(f, "records") for f in logging.getLogger("absl").filters
+    )
+
+
+def test_abstract_key_of_another_impl(tmp_path):
+    key = jax.random.split(jax.random.key(3, impl="rbg"), 2)
+    with Checkpointer(tmp_path) as ckpt:
+        ckpt.save(0, {"key": key}, {})
+    abstract = {"key": jax.ShapeDtypeStruct(key.shape, key.dtype)}
+    _, restored, _ = Checkpointer(tmp_path, read_only=True).restore(abstract)
+    assert jax.random.key_impl(restored["key"]) == jax.random.key_impl(key)
+    np.testing.assert_array_equal(jax.random.key_data(restored["key"]), jax.random.key_data(key))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# NumPy generators as JSON
+
+
+@pytest.mark.parametrize("name", ["PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64"])
+def test_rng_json_round_trip(name):
+    rng = np.random.Generator(getattr(np.random, name)(11))
+    rng.random(7)
+    text = rng_to_json(rng)
+    again = rng_from_json(json.loads(json.dumps(text)))
+    assert type(again.bit_generator).__name__ == name
+    np.testing.assert_array_equal(again.random(5), rng.random(5))
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"bit_generator": "os.system", "state": {}}', "names bit generator 'os.system'"),
+        ('{"bit_generator": "RandomState", "state": {}}', "names bit generator 'RandomState'"),
+        ('{"bit_generator": "Generator"}', "names bit generator 'Generator'"),
+        ('{"state": {}}', "names bit generator"),
+        ('["PCG64"]', "names bit generator"),
+        ("not json", "not JSON"),
+        ('{"bit_generator": "PCG64", "state": {"state": "x", "inc": 1}}', "state for PCG64 is malformed"),
+        ('{"bit_generator": "MT19937", "state": {"key": [1, 2], "pos": 0}}', "state for MT19937 is malformed"),
+    ],
+)
+def test_rng_from_json_only_builds_numpy_bit_generators(text, message):
+    with pytest.raises(CheckpointError, match=re.escape(message)) as info:
+        rng_from_json(text)
+    assert "\n" not in str(info.value)
+
+
+def test_rng_to_json_refuses_a_foreign_bit_generator():
+    class Mine(np.random.PCG64):
+        pass
+
+    with pytest.raises(CheckpointError, match="cannot checkpoint a generator on Mine"):
+        rng_to_json(np.random.Generator(Mine(0)))

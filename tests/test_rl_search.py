@@ -17,7 +17,7 @@ from discover.infra.config import ConfigError, dump_config, load_config
 from discover.infra.rundir import RunDir
 from discover.searches.rl.config import RLSearchConfig
 from discover.searches.rl.search import run_rl_search
-from discover.shared.drift_io import load_drift, save_drift
+from discover.shared.drift_io import DriftFileError, load_drift, save_drift
 from discover.shared.rl_transfer import reference_ppo_config, run_rl_transfer
 from discover.shared.runner import NullProgress, search_result
 from envs import rl_envs
@@ -102,7 +102,7 @@ def test_saved_drift_round_trip(tmp_path):
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(loaded)):
         np.testing.assert_array_equal(a, b)
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match="not a saved drift"):
+    with pytest.raises(DriftFileError, match="not a saved drift"):
         load_drift(tmp_path / "junk.npz")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -45,6 +46,36 @@ def test_create_names_and_suffixes(tmp_path):
     assert len(suffixed) >= 1  # at least two of four runs shared a second
     with pytest.raises(RunDirError):
         RunDir.create(root=tmp_path, name="a/b")
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("", "must not be empty"),
+        ("a/b", "path separator '/'"),
+        ("bad\x00name", "NUL character"),
+        ("tab\there", "control character U+0009 at position 3"),
+        ("new\nline", "control character U+000A"),
+        ("del\x7f", "control character U+007F"),
+        ("x" * 236, "236 bytes long"),
+        ("é" * 118, "236 bytes long"),  # bytes, not characters, count
+    ],
+)
+def test_bad_run_names_create_nothing(tmp_path, name, message):
+    root = tmp_path / "runs"
+    with pytest.raises(RunDirError, match=re.escape(message)) as info:
+        RunDir.create(root=root, name=name)
+    text = str(info.value)
+    assert text.startswith("name: ") and "\n" not in text and len(text) < 300
+    assert not root.exists()
+
+
+def test_longest_run_name_fits(tmp_path):
+    name = "x" * (rundir_module.NAME_MAX - 20)
+    run = RunDir.create(root=tmp_path, name=name)
+    assert run.path.is_dir() and len(run.path.name) == rundir_module.NAME_MAX - 4
+    with pytest.raises(RunDirError, match="at most 235 bytes fit"):
+        RunDir.create(root=tmp_path, name=name + "x")
 
 
 def test_open(tmp_path):
@@ -120,6 +151,9 @@ def test_tensorboard_events_read_back(tmp_path):
         fig2.savefig(png)
         plt.close(fig2)
         tb.image_png("plots/saved", png, 3)
+        (tmp_path / "text.png").write_text("not an image")
+        with pytest.raises(ValueError, match="not a PNG file"):
+            tb.image_png("plots/bad", tmp_path / "text.png", 4)
         tb.flush()
 
     acc = _events(run.tb_dir)
@@ -136,7 +170,11 @@ def test_tensorboard_events_read_back(tmp_path):
     assert (image.width, image.height) == (40, 40)
     saved = acc.Images("plots/saved")[0]
     assert (saved.width, saved.height, saved.step) == (16, 16, 3)
-    assert saved.encoded_image_string == png.read_bytes()
+    # Written through SummaryWriter.add_image: the PNG is re-encoded, its pixels are the file's.
+    from PIL import Image
+
+    with Image.open(png) as original, Image.open(io.BytesIO(saved.encoded_image_string)) as logged:
+        np.testing.assert_array_equal(np.asarray(logged), np.asarray(original.convert(logged.mode)))
 
 
 def test_hparams_and_scalar_errors(tmp_path):

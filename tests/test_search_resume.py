@@ -20,7 +20,7 @@ TINY = ROOT / "experiments" / "search_tiny.yaml"
 SCRIPT = """
 import json, sys
 from discover.searches import update_rules as search
-from discover.infra.rundir import RunDir
+from discover.infra.rundir import RunDir, new_run_dir
 mode, target, overrides = sys.argv[1], sys.argv[2], sys.argv[3:]
 if mode == "new":
     config = search.load_search_config({tiny!r}, overrides)

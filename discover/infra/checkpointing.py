@@ -9,9 +9,11 @@ Each saved step is an orbax Composite of two items:
   saved with ``JsonSave``. NumPy/JAX scalars and arrays in it are turned into numbers and lists; tuples
   into lists; keys must be strings.
 
-Alongside ``meta`` each step records the arrays' signature (key path, shape, dtype of every leaf) and a
-SHA-256 of their bytes, so a restore can tell a damaged step (file truncated or deleted, no commit marker,
-bytes that do not match) from a caller asking for a different structure.
+Alongside ``meta`` each step records the arrays' signature (key path, shape, dtype of every leaf), a
+SHA-256 of their bytes and a SHA-256 of the JSON record itself (``meta``, signature and array digest), so a
+restore can tell a damaged step (file truncated or deleted, no commit marker, array bytes or JSON content that
+do not match) from a caller asking for a different structure. Steps written before the JSON was covered
+(format 1) are still read, with only their arrays checked.
 
 Public API
 ----------
@@ -31,6 +33,9 @@ Public API
   ``jax.ShapeDtypeStruct`` leaves (restored as ``jax.Array``, except 64-bit dtypes when JAX runs without
   ``jax_enable_x64``: those stay NumPy so no value is narrowed).
   Also a context manager (``close()`` on exit, which waits for pending saves).
+- ``rng_to_json(rng) -> str`` and ``rng_from_json(text) -> np.random.Generator``: a NumPy generator's
+  exact state as JSON text (for ``meta``). Only NumPy's own bit generators are rebuilt (PCG64, PCG64DXSM,
+  MT19937, Philox, SFC64); any other name or a malformed state is a :class:`CheckpointError`.
 - ``pack_key(key) -> uint32 array`` (``jax.random.key_data`` of a typed key; raw keys pass through) and
   ``unpack_key(data, impl=None) -> typed key`` (``jax.random.wrap_key_data``), for code that keeps raw key
   data in its state. ``Checkpointer`` already does this for typed keys found in ``arrays``.
@@ -49,7 +54,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import hashlib
-import io
+import json
 import logging
 import os
 import pathlib
@@ -70,12 +75,15 @@ __all__ = [
     "Checkpointer",
     "GracefulExit",
     "pack_key",
+    "rng_from_json",
+    "rng_to_json",
     "unpack_key",
 ]
 
 logger = logging.getLogger(__name__)
 
-_FORMAT = 1
+_FORMAT = 2  # 2: the record carries "meta_digest" (a digest of the JSON itself)
+_READABLE_FORMATS = (1, 2)  # 1: only the arrays are covered by a digest
 _COMMIT_MARKER = "commit_success.txt"  # written by orbax as the last act of every committed step
 _EMPTY = "empty"  # orbax refuses an empty item: a tree without leaves is saved as one placeholder byte
 
@@ -116,8 +124,60 @@ def unpack_key(data: Any, impl: Any = None) -> jax.Array:
 
 def _key_impl(leaf: Any) -> Any:
     if isinstance(leaf, jax.ShapeDtypeStruct):
-        return getattr(leaf.dtype, "_impl", None)  # no public accessor for an abstract key's impl
+        # jax.random.key_impl only takes a key value: ask it about the traced stand-in of the abstract key.
+        found = []
+        jax.eval_shape(lambda key: found.append(jax.random.key_impl(key)), leaf)
+        return found[0]
     return jax.random.key_impl(leaf)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# NumPy generators as JSON
+
+_BIT_GENERATORS = {
+    name: getattr(np.random, name) for name in ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
+}
+
+
+def _rng_json_default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):  # MT19937, Philox, SFC64 keep parts of their state in arrays
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"cannot write a {type(obj).__name__} as JSON")
+
+
+def rng_to_json(rng: np.random.Generator) -> str:
+    """The exact state of ``rng`` as JSON text (128-bit integers stay exact); see :func:`rng_from_json`."""
+    name = type(rng.bit_generator).__name__
+    if name not in _BIT_GENERATORS:
+        raise CheckpointError(
+            f"cannot checkpoint a generator on {name}; use one of {', '.join(_BIT_GENERATORS)}"
+        )
+    return json.dumps(rng.bit_generator.state, default=_rng_json_default)
+
+
+def rng_from_json(text: str) -> np.random.Generator:
+    """A generator in the state :func:`rng_to_json` wrote; CheckpointError for anything else (only NumPy's
+    own bit generators are built, whatever name the text gives)."""
+    try:
+        state = json.loads(text)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"random generator state is not JSON ({exc})") from None
+    name = state.get("bit_generator") if isinstance(state, dict) else None
+    if not isinstance(name, str) or name not in _BIT_GENERATORS:
+        shown = name if isinstance(name, str) else type(state).__name__
+        raise CheckpointError(
+            f"random generator state names bit generator {shown[:60]!r}; known: {', '.join(_BIT_GENERATORS)}"
+        )
+    bit_generator = _BIT_GENERATORS[name]()
+    try:
+        bit_generator.state = state
+    except (LookupError, AttributeError, TypeError, ValueError, OverflowError) as exc:
+        raise CheckpointError(
+            f"random generator state for {name} is malformed ({_one_line(exc, 100)})"
+        ) from None
+    return np.random.Generator(bit_generator)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -179,6 +239,14 @@ def _digest(signature: list[list], host_arrays: list[np.ndarray]) -> str:
     return h.hexdigest()
 
 
+def _meta_digest(record: Mapping[str, Any]) -> str:
+    """SHA-256 of a step's JSON record (everything but ``meta_digest``) in a canonical form: a JSON value and
+    the same value read back from disk give the same text (sorted keys, floats by their shortest repr)."""
+    body = {k: v for k, v in record.items() if k != "meta_digest"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
 def _jsonable(obj: Any, path: str = "meta") -> Any:
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
@@ -200,10 +268,67 @@ def _jsonable(obj: Any, path: str = "meta") -> Any:
     raise CheckpointError(f"{path}: cannot write a {type(obj).__name__} as JSON")
 
 
-class _Quiet:
-    """Set ``drop`` to discard what was printed to stderr inside :func:`_quiet_orbax`."""
+_NOISY_LOGGERS = ("absl", "asyncio")  # orbax logs through absl; its dropped coroutines through asyncio
 
-    drop = False
+
+class _Held(logging.Filter):
+    """Holds back the records of :data:`_NOISY_LOGGERS` while :func:`_quiet_orbax` runs (see there)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.drop = False
+        self.records: list[logging.LogRecord] = []
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "_discover_released", False):
+            return True
+        with self._lock:
+            self.records.append(record)
+        return False
+
+    def release(self) -> None:
+        with self._lock:
+            records, self.records = self.records, []
+        if self.drop:
+            return
+        for record in records:
+            record._discover_released = True  # passes this filter (and any nested one) this time
+            logging.getLogger(record.name).handle(record)
+
+
+class _DamagedStepEchoes(logging.Filter):
+    """Drops asyncio's "Task exception was never retrieved" reports about steps already reported damaged.
+
+    Reads that orbax abandoned in a damaged step fail again when the garbage collector finds their tasks, at
+    any later time (often at exit, outside :func:`_quiet_orbax`). Installed on the asyncio logger at the first
+    damaged step; it only drops records whose text names a step directory in ``paths``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paths: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            text += f" {record.exc_info[1]}"
+        return not any(path in text for path in self.paths)
+
+
+_ECHOES = _DamagedStepEchoes()
+
+
+def _forget_damaged(step_dir: pathlib.Path) -> None:
+    """Silences later asyncio echoes of the failed reads of ``step_dir`` (see :class:`_DamagedStepEchoes`)."""
+    asyncio_logger = logging.getLogger("asyncio")
+    if _ECHOES not in asyncio_logger.filters:
+        asyncio_logger.addFilter(_ECHOES)
+    _ECHOES.paths.add(os.path.join(str(step_dir), ""))
+
+
+def _is_closed_loop_noise(unraisable: Any) -> bool:
+    exc = getattr(unraisable, "exc_value", None)
+    return isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"
 
 
 @contextlib.contextmanager
@@ -211,30 +336,34 @@ def _quiet_orbax():
     """Keeps orbax/tensorstore's multi-line complaints about a damaged step off the console.
 
     The fallback reports each damaged step in one warning line; what orbax logs (through absl), the
-    exceptions its background coroutines drop, and the tracebacks tensorstore prints when reads abandoned by a
-    failed restore complete on a closed event loop (during the next restore) would otherwise bury that line.
-    Text printed to stderr inside the block is passed on at the end unless ``drop`` was set.
+    exceptions its background coroutines drop (logged by asyncio), and the "Event loop is closed" tracebacks
+    tensorstore reports as unraisable when reads abandoned by a failed restore complete on a closed event loop
+    (during the next restore) would otherwise bury that line. Only those loggers' records are held back,
+    through a logging filter (no stream is swapped, so other threads' output is untouched); they are passed on
+    at the end unless ``drop`` was set on the yielded object, or an exception left the block.
     """
-    absl_logger = logging.getLogger("absl")
-    old_level = absl_logger.level
-    old_hook = sys.unraisablehook
-    old_stderr = sys.stderr
-    captured = io.StringIO()
-    state = _Quiet()
-    absl_logger.setLevel(logging.CRITICAL)
-    sys.unraisablehook = lambda unraisable: None
-    sys.stderr = captured
+    held = _Held()
+    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
+    previous_hook = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if not _is_closed_loop_noise(unraisable):
+            previous_hook(unraisable)
+
+    for noisy in loggers:
+        noisy.addFilter(held)
+    sys.unraisablehook = hook
     try:
-        yield state
+        yield held
     except BaseException:
-        state.drop = True
+        held.drop = True
         raise
     finally:
-        sys.stderr = old_stderr
-        absl_logger.setLevel(old_level)
-        sys.unraisablehook = old_hook
-        if not state.drop and captured.getvalue():
-            old_stderr.write(captured.getvalue())
+        if sys.unraisablehook is hook:  # unless someone else replaced it meanwhile
+            sys.unraisablehook = previous_hook
+        for noisy in loggers:
+            noisy.removeFilter(held)
+        held.release()
 
 
 def _one_line(exc: BaseException, limit: int = 160) -> str:
@@ -304,6 +433,7 @@ class Checkpointer:
             "digest": digest,
             "user": _jsonable(dict(meta or {})),
         }
+        wrapped_meta["meta_digest"] = _meta_digest(wrapped_meta)
         return bool(
             self._manager.save(
                 step,
@@ -359,6 +489,7 @@ class Checkpointer:
                 with _quiet_orbax():
                     return self._restore_step(step, arrays_like)
             except _Damaged as exc:
+                _forget_damaged(self._step_dir(step))
                 raise CheckpointError(
                     f"{self._step_dir(step)}: checkpoint step {step} is damaged: {exc}"
                 ) from None
@@ -372,6 +503,7 @@ class Checkpointer:
                     break
                 except _Damaged as exc:
                     quiet.drop = True
+                    _forget_damaged(self._step_dir(candidate))
                     problems.append(f"step {candidate}: {exc}")
                     older = [s for s in steps if s < candidate]
                     then = f"falling back to step {older[-1]}" if older else "no older step left"
@@ -379,7 +511,7 @@ class Checkpointer:
                         f"checkpoint step {candidate} in {self.directory} is damaged ({exc}); {then}"
                     )
                     self._quarantine(candidate)
-        for notice in notices:  # after the quiet block, which holds stderr
+        for notice in notices:  # after the quiet block, which holds orbax's log records back
             warnings.warn(notice, CheckpointFallbackWarning, stacklevel=2)
         if restored is None:
             raise CheckpointError(f"{self.directory}: no readable checkpoint ({'; '.join(problems)})")
@@ -412,10 +544,19 @@ class Checkpointer:
         required = {"format", "signature", "digest", "user"}
         if not isinstance(meta, dict) or not required <= meta.keys():
             raise _Damaged("meta is not a discover checkpoint record")
-        if meta["format"] != _FORMAT:
+        if meta["format"] not in _READABLE_FORMATS:
             raise CheckpointError(
-                f"{self._step_dir(step)}: checkpoint format {meta['format']!r}, this version reads {_FORMAT}"
+                f"{self._step_dir(step)}: checkpoint format {meta['format']!r}, this version reads "
+                f"{', '.join(map(str, _READABLE_FORMATS))}"
             )
+        if "meta_digest" in meta or meta["format"] != 1:  # format 1 records carry none
+            recorded = meta.get("meta_digest")
+            try:
+                matches = recorded == _meta_digest(meta)
+            except (TypeError, ValueError):  # cannot happen for JSON read back, but never a traceback
+                matches = False
+            if not matches:
+                raise _Damaged("meta does not match its recorded checksum")
         return meta
 
     def _restore_step(self, step: int, arrays_like: Any) -> tuple[int, Any, dict]:

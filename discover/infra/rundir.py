@@ -10,7 +10,8 @@ A run directory holds everything one search writes::
 
 Public API
 ----------
-- ``RunDirError(ConfigError)``: one-line user error (missing directory, no ``config.yaml``, bad file name).
+- ``RunDirError(ConfigError)``: one-line user error (missing directory, no ``config.yaml``, bad file name,
+  a run name that cannot be a folder name: ``name: ...``).
 - ``RunDir(path)`` dataclass:
   ``RunDir.create(root="checkpoints", name="run", config_yaml="") -> RunDir``,
   ``RunDir.open(path) -> RunDir``, properties ``config_yaml``, ``checkpoint_dir``, ``tb_dir``,
@@ -19,6 +20,8 @@ Public API
   Writes are atomic (temporary file in the same folder, fsync, ``os.replace``): an interrupted write leaves the
   previous file whole. On a JAX process other than 0 every write is a no-op (all processes compute the same
   paths; in a multi-process run the directory name chosen by process 0 is broadcast to the others).
+- ``check_run_name(name, root=".")``: what ``RunDir.create`` checks before making anything (no path
+  separator, NUL or control character; ``<name>-<time>[-N]`` within the file system's folder-name limit).
 - ``TBLogger(target)``: TensorBoard events through tensorboardX, written under ``target.tb_dir`` (or under the
   folder ``target`` when it is a path). The writer is created on first use; off process 0 everything is a
   no-op. ``scalars(step, {tag: value})``, ``text(tag, markdown, step)``, ``histogram(tag, values, step)``,
@@ -36,9 +39,9 @@ import json
 import math
 import os
 import pathlib
-import struct
 import sys
 import tempfile
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
@@ -47,11 +50,14 @@ import numpy as np
 from discover.infra.config import ConfigError, dump_config
 
 __all__ = [
-    "RunDir", "RunDirError", "TBLogger", "atomic_write_bytes", "is_main_process", "new_run_dir", "program_markdown",
+    "RunDir", "RunDirError", "TBLogger", "atomic_write_bytes", "check_run_name", "is_main_process",
+    "new_run_dir", "program_markdown",
 ]
 
 CONFIG_FILE = "config.yaml"
 _TIME_FORMAT = "%Y%m%d-%H%M%S"
+NAME_MAX = 255  # bytes in one folder name on the usual file systems (ext4, xfs, btrfs, APFS, NTFS)
+_SUFFIX_ROOM = len("-999")  # room kept for the -N of runs started in the same second
 
 
 class RunDirError(ConfigError):
@@ -141,10 +147,11 @@ class RunDir:
     def create(
         cls, root: str | os.PathLike = "checkpoints", name: str = "run", config_yaml: str = ""
     ) -> RunDir:
-        """Makes ``<root>/<name>-<YYYYmmdd-HHMMSS>`` (``-2``, ``-3``... if taken) and writes ``config.yaml``."""
-        if not name or os.sep in name or (os.altsep and os.altsep in name) or name in (".", ".."):
-            raise RunDirError(f"run name {name!r} must be a plain folder name")
+        """Makes ``<root>/<name>-<YYYYmmdd-HHMMSS>`` (``-2``, ``-3``... if taken) and writes ``config.yaml``.
+        A ``name`` that cannot be a folder name is refused (:func:`check_run_name`) before anything is
+        made."""
         root = pathlib.Path(root)
+        check_run_name(name, root)
         main = is_main_process()
         stamp = int(datetime.datetime.now().timestamp())
         suffix = 1
@@ -162,6 +169,11 @@ class RunDir:
                     break
                 except FileExistsError:
                     suffix += 1
+                except OSError as exc:  # e.g. a character this file system refuses
+                    raise RunDirError(
+                        f"cannot create the run directory {_shown(candidate.name)}: {exc.strerror or exc}",
+                        key="name",
+                    ) from None
         stamp, suffix = _broadcast_from_main((stamp, suffix))
         run = cls(root / _dir_name(name, stamp, suffix))
         if main:
@@ -226,6 +238,60 @@ class RunDir:
         return json.loads(self.file(name).read_text(encoding="utf-8"))
 
 
+def _name_max(root: pathlib.Path) -> int:
+    """The longest folder name (bytes) on the file system of ``root`` (or of its nearest existing parent)."""
+    probe = root.absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        limit = os.pathconf(probe, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):  # no pathconf (Windows) or no answer
+        return NAME_MAX
+    return min(NAME_MAX, limit) if limit and limit > 0 else NAME_MAX
+
+
+def _shown(name: str, limit: int = 40) -> str:
+    return repr(name if len(name) <= limit else name[:limit] + "...")
+
+
+def check_run_name(name: object, root: str | os.PathLike = ".") -> None:
+    """Raises :class:`RunDirError` (``name: ...``, one line) unless ``<name>-<YYYYmmdd-HHMMSS>[-N]`` is a
+    valid folder name under ``root``: not empty, no path separator, NUL or other control character, encodable
+    for the file system, and short enough for its name limit (255 bytes; the time and ``-N`` take 20)."""
+    if not isinstance(name, str):
+        raise RunDirError(f"must be text, got {type(name).__name__}", key="name")
+    if not name:
+        raise RunDirError("must not be empty (it names the run directory <name>-<time>)", key="name")
+    for separator in filter(None, (os.sep, os.altsep, "/")):
+        if separator in name:
+            raise RunDirError(
+                f"{_shown(name)} holds the path separator {separator!r}; the run directory is "
+                "<out>/<name>-<time>, choose the parent folder with --out", key="name",
+            )
+    if "\0" in name:
+        raise RunDirError(f"{_shown(name)} holds a NUL character (\\0): no folder name may", key="name")
+    control = next((c for c in name if unicodedata.category(c) == "Cc"), None)
+    if control is not None:
+        raise RunDirError(
+            f"{_shown(name)} holds the control character U+{ord(control):04X} at position "
+            f"{name.index(control)}; a folder name must be printable", key="name",
+        )
+    try:
+        size = len(os.fsencode(name))
+    except UnicodeEncodeError as exc:
+        raise RunDirError(
+            f"{_shown(name)} cannot be written as a file name here ({exc.reason} at position {exc.start})",
+            key="name",
+        ) from None
+    limit = _name_max(pathlib.Path(root))
+    room = limit - len(_dir_name("", 0, 1)) - _SUFFIX_ROOM
+    if size > room:
+        raise RunDirError(
+            f"{size} bytes long ({_shown(name)}); at most {room} bytes fit: the run directory "
+            f"<name>-<YYYYmmdd-HHMMSS>[-N] is one folder name, at most {limit} bytes", key="name",
+        )
+
+
 def _dir_name(name: str, stamp: int, suffix: int) -> str:
     text = f"{name}-{datetime.datetime.fromtimestamp(stamp).strftime(_TIME_FORMAT)}"
     return text if suffix == 1 else f"{text}-{suffix}"
@@ -269,14 +335,21 @@ def _scalar(tag: str, value: Any) -> float:
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}  # PNG colour type -> TensorBoard colorspace (channels)
 
 
-def _png_header(data: bytes, source: str) -> tuple[int, int, int]:
-    if len(data) < 26 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
-        raise ValueError(f"{source}: not a PNG file")
-    width, height = struct.unpack(">II", data[16:24])
-    return height, width, _PNG_CHANNELS.get(data[25], 3)
+def _png_pixels(path: pathlib.Path) -> np.ndarray:
+    """The pixels of a PNG file as ``uint8`` HWC (grey, RGB or RGBA; palettes and 16-bit images converted)."""
+    from PIL import Image  # matplotlib's own image dependency
+
+    with open(path, "rb") as f:
+        if f.read(len(_PNG_SIGNATURE)) != _PNG_SIGNATURE:
+            raise ValueError(f"{path}: not a PNG file")
+    with Image.open(path) as image:
+        if image.mode not in ("L", "RGB", "RGBA"):
+            transparent = "A" in image.mode or "transparency" in image.info
+            image = image.convert("RGBA" if transparent else "RGB")
+        pixels = np.asarray(image, dtype=np.uint8)
+    return pixels[..., None] if pixels.ndim == 2 else pixels
 
 
 def _hparam_value(value: Any) -> bool | int | float | str:
@@ -366,16 +439,12 @@ class TBLogger:
             plt.close(fig)
 
     def image_png(self, tag: str, png_path: str | os.PathLike, step: int) -> None:
-        """Logs an existing PNG file as is (no decoding)."""
+        """Logs an existing PNG file as an image (decoded, then written with ``SummaryWriter.add_image``: the
+        pixels are kept exactly, the PNG bytes are re-encoded)."""
         if not self.enabled:
             return
-        from tensorboardX.proto.summary_pb2 import Summary
-
-        data = pathlib.Path(png_path).read_bytes()
-        height, width, channels = _png_header(data, str(png_path))
-        image = Summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=data)
-        summary = Summary(value=[Summary.Value(tag=tag, image=image)])
-        self.writer._get_file_writer().add_summary(summary, int(step))
+        pixels = _png_pixels(pathlib.Path(png_path))
+        self.writer.add_image(tag, pixels, global_step=int(step), dataformats="HWC")
 
     def hparams(
         self, flat_config: Mapping[str, Any], metrics: Mapping[str, Any], name: str = "hparams"

@@ -17,7 +17,8 @@ population axis is the natural one to shard:
   population-wide reductions become per-device ones: no communication during training), and returns the
   first P rows of every output as NumPy, gathered from all processes. One compilation per input shape.
 - :func:`initialize_distributed` starts ``jax.distributed`` from a config section or the environment, and is
-  a no-op for a single process; :func:`is_primary` says which process logs and writes results.
+  a no-op for a single process; :func:`discover.infra.rundir.is_main_process` says which process logs and
+  writes results.
 
 Determinism: a member's numbers do not depend on the device count or the process count. XLA chooses
 kernels by shape (XLA:CPU hands reductions past a size threshold to YNNPACK, which sums in another order:
@@ -35,17 +36,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import pathlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
-import yaml
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
-
-from discover.infra.rundir import is_main_process
 
 __all__ = [
     "AXIS",
@@ -57,7 +54,6 @@ __all__ = [
     "chunk_size",
     "distributed_section",
     "initialize_distributed",
-    "is_primary",
     "pad_population",
     "parse_devices",
     "population_mesh",
@@ -261,6 +257,7 @@ class Sharded:
         # interpreter's "does any member use this op group here") are taken over the local members, so a
         # step needs no communication between devices.
         self._run = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False))
+        self._signatures: set = set()  # the distinct (structure, shapes, dtypes) called with: one compile each
 
     def padded_size(self, n: int) -> int:
         return pad_population(n, self.mesh, self.chunk)
@@ -269,6 +266,8 @@ class Sharded:
         n = _leading_size(args)
         size = self.padded_size(n)
         padded = jax.tree.map(lambda x: _pad_rows(x, size), args)
+        leaves, treedef = jax.tree.flatten(padded)
+        self._signatures.add((treedef, tuple((np.shape(x), str(getattr(x, "dtype", type(x)))) for x in leaves)))
         return n, shard_population(padded, self.mesh)
 
     def dispatch(self, *args) -> Pending:
@@ -279,9 +278,9 @@ class Sharded:
     def __call__(self, *args) -> Any:
         return self.dispatch(*args).result()
 
-    def _cache_size(self) -> int:
-        """Compilations so far (one per distinct input shape), like a jitted function's ``_cache_size``."""
-        return self._run._cache_size()
+    def compiles(self) -> int:
+        """Compilations so far: one per distinct input structure, shapes and dtypes it was called with."""
+        return len(self._signatures)
 
     def lower(self, *args):
         """The lowered computation for padded, sharded ``args`` (for cost / memory analysis)."""
@@ -329,27 +328,23 @@ class DistributedSection:
         default=False, metadata={"help": "let JAX detect a SLURM / Open MPI / TPU-pod / k8s launch"})
 
 
+@dataclasses.dataclass(frozen=True)
+class _DistributedOnly:
+    """An experiment file read for its ``distributed:`` section alone."""
+
+    distributed: DistributedSection = dataclasses.field(default_factory=DistributedSection)
+
+
+_DistributedOnly.__pydantic_config__ = {"extra": "ignore"}  # other keys: left to the search's own config check
+
+
 def distributed_section(path: str | os.PathLike | None, overrides: Sequence[str] = ()) -> DistributedSection:
     """The validated ``distributed:`` section of an experiment YAML (with ``--set`` overrides), read without
     importing the searches: importing evosax starts JAX's backend, after which ``jax.distributed`` cannot
     start. Other keys are left to the search's own config check. Raises ConfigError (file, line, key)."""
     from discover.infra.config import load_config
 
-    keys = set()
-    if path is not None:
-        try:
-            data = yaml.safe_load(pathlib.Path(path).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
-            data = None  # load_config below reports it properly
-        keys = set(data) if isinstance(data, dict) else set()
-    keys |= {o.split("=", 1)[0].split(".", 1)[0].strip() for o in overrides}
-    others = [(k, Any, dataclasses.field(default=None)) for k in sorted(keys - {"distributed"}) if k.isidentifier()]
-    schema = dataclasses.make_dataclass(
-        "ExperimentDistributed",
-        [*others, ("distributed", DistributedSection, dataclasses.field(default_factory=DistributedSection))],
-        frozen=True,
-    )
-    return load_config(schema, path, overrides).distributed
+    return load_config(_DistributedOnly, path, overrides).distributed
 
 
 class ProcessInfo(NamedTuple):
@@ -377,9 +372,7 @@ def _env_int(name: str) -> int | None:
 
 
 def _distributed_is_initialized() -> bool:
-    from jax._src import distributed  # no public accessor in jax 0.10
-
-    return distributed.global_state.client is not None
+    return jax.distributed.is_initialized()
 
 
 def initialize_distributed(section: Any = None) -> ProcessInfo:
@@ -409,8 +402,3 @@ def initialize_distributed(section: Any = None) -> ProcessInfo:
             raise ValueError(f"distributed: process_id must be in [0, {num}), got {pid}")
     jax.distributed.initialize(coordinator_address=address, num_processes=num, process_id=pid)
     return ProcessInfo(jax.process_index(), jax.process_count(), True)
-
-
-def is_primary() -> bool:
-    """True in the process that logs and writes results (process 0; always True for a single process)."""
-    return is_main_process()  # the one rule, kept where the run directory applies it

@@ -1,18 +1,45 @@
-"""Saving / loading drifts: npz files with JSON metadata; never pickle."""
+"""Saving / loading drifts: npz files with JSON metadata; never pickle.
+
+A drift file is an npz (zip) archive holding ``param:<tree path>`` arrays and ``__meta__``, a JSON object
+``{"kind": "rl_drift", "drift": {DriftConfig fields}, "env": "<env name>", "ppo": {PPOConfig fields}, ...}``
+(``ppo`` and further keys optional; :func:`save_drift` adds ``kind``). :func:`load_drift` checks all of it
+before anything is built and raises :class:`DriftFileError` (one line naming the file and what is wrong) for
+any defect.
+"""
 
 from __future__ import annotations
 
 import io
 import json
 import pathlib
-from typing import Any
+import zipfile
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from discover.infra.config import ConfigError, load_config
 from discover.infra.rundir import atomic_write_bytes
-from search_spaces.drift import DriftConfig, DriftFamily, make_drift
+
+if TYPE_CHECKING:
+    from search_spaces.drift import DriftConfig, DriftFamily
+
+# envs and search_spaces.drift (flax, gymnax) are imported where a drift is read: the CLI imports this module
+# for DriftFileError alone and must start fast.
+
+__all__ = ["DRIFT_KIND", "DriftFileError", "load_drift", "save_drift"]
+
+DRIFT_KIND = "rl_drift"  # __meta__["kind"] of a drift file
+
+
+class DriftFileError(Exception):
+    """A file given as a drift that is not one (or is damaged); ``str()`` is one line naming the file."""
+
+    def __init__(self, path: str | pathlib.Path, message: str) -> None:
+        self.path = str(path)
+        self.message = " ".join(str(message).split())
+        super().__init__(f"{self.path}: {self.message}")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -23,33 +50,130 @@ def _path_name(path) -> str:
 
 
 def save_drift(path: str | pathlib.Path, params: Any, meta: dict) -> pathlib.Path:
-    """Writes drift parameters as ``param:<tree path>`` arrays plus ``meta`` (JSON text) into one npz."""
+    """Writes drift parameters as ``param:<tree path>`` arrays plus ``meta`` (JSON text, ``kind`` added) into
+    one npz."""
     arrays = {
         f"param:{_path_name(p)}": np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(params)[0]
     }
     buffer = io.BytesIO()
-    np.savez(buffer, __meta__=np.array(json.dumps(meta)), **arrays)
+    np.savez(buffer, __meta__=np.array(json.dumps({"kind": DRIFT_KIND, **meta})), **arrays)
     atomic_write_bytes(path, buffer.getvalue())
     return pathlib.Path(path)
 
 
-def load_drift(path: str | pathlib.Path) -> tuple[DriftFamily, Any, dict]:
-    """``(family, params, meta)`` of a drift saved by :func:`save_drift`; ValueError (one line) if unreadable."""
+def _read_archive(path: str | pathlib.Path) -> tuple[str, dict[str, np.ndarray]]:
+    """``(__meta__ text, {tree path: array})`` of an npz; DriftFileError for anything else."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["__meta__"]))
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        if magic == b"\x93NUMPY":
+            raise DriftFileError(path, "not a saved drift (a single .npy array, not an npz archive)")
+        if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+            raise DriftFileError(path, "not a saved drift (not an npz archive: no zip header)")
+        data = np.load(path, allow_pickle=False)
+    except IsADirectoryError:
+        raise DriftFileError(path, "is a directory, not a drift file") from None
+    except FileNotFoundError:
+        raise DriftFileError(path, "drift file not found") from None
+    except OSError as exc:
+        raise DriftFileError(path, f"cannot read: {exc.strerror or exc}") from None
+    except (ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DriftFileError(path, f"not a saved drift (not an npz archive: {_short(exc)})") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):  # the header said zip: cannot happen, but never a traceback
+        raise DriftFileError(path, "not a saved drift (not an npz archive)")
+    try:
+        with data:
+            if "__meta__" not in data.files:
+                raise DriftFileError(path, "not a saved drift (a zip archive without __meta__)")
+            meta = data["__meta__"]
+            if meta.dtype.kind != "U" or meta.shape != ():
+                raise DriftFileError(
+                    path, f"__meta__ must be JSON text, got a {meta.dtype} array of shape {list(meta.shape)}"
+                )
             arrays = {k[len("param:") :]: data[k] for k in data.files if k.startswith("param:")}
-    except (OSError, KeyError, ValueError) as exc:
-        raise ValueError(f"{path}: not a saved drift ({type(exc).__name__}: {exc})") from None
-    family = make_drift(DriftConfig(**meta["drift"]))
+            return str(meta), arrays
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise DriftFileError(path, f"damaged npz archive ({_short(exc)})") from None
+
+
+def _short(exc: BaseException, limit: int = 120) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _section(path: str | pathlib.Path, meta: dict, key: str, schema: type) -> Any:
+    """``meta[key]`` checked against a config dataclass (types, bounds, choices, unknown keys)."""
+    value = meta[key]
+    if not isinstance(value, dict):
+        raise DriftFileError(path, f"__meta__ {key}: expected a JSON object, got {type(value).__name__}")
+    try:
+        return load_config(schema, text=json.dumps(value), overrides=())
+    except ConfigError as exc:
+        where = f"{key}.{exc.key}" if exc.key else key
+        raise DriftFileError(path, f"__meta__ {where}: {exc.message}") from None
+
+
+def _check_meta(path: str | pathlib.Path, text: str) -> tuple[dict, DriftConfig]:
+    from envs.ppo import PPOConfig
+    from envs.rl_envs import ENV_NAMES
+    from search_spaces.drift import DriftConfig
+
+    try:
+        meta = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise DriftFileError(path, f"__meta__ is not JSON ({_short(exc)})") from None
+    if not isinstance(meta, dict):
+        raise DriftFileError(path, f"__meta__ must be a JSON object, got {type(meta).__name__}")
+    if "kind" not in meta:
+        raise DriftFileError(path, f"__meta__ has no 'kind' (a drift file has kind {DRIFT_KIND!r})")
+    kind = meta["kind"]
+    if kind != DRIFT_KIND:
+        raise DriftFileError(path, f"__meta__ kind is {_short(repr(kind), 60)}, not a drift ({DRIFT_KIND!r})")
+    for key in ("drift", "env"):
+        if key not in meta:
+            raise DriftFileError(path, f"__meta__ has no {key!r} (not a drift written by discover)")
+    config = _section(path, meta, "drift", DriftConfig)
+    env = meta["env"]
+    if not isinstance(env, str):
+        raise DriftFileError(path, f"__meta__ env: expected an environment name, got {type(env).__name__}")
+    if env not in ENV_NAMES:
+        raise DriftFileError(
+            path,
+            f"__meta__ env: unknown environment {_short(repr(env), 60)}; supported: {', '.join(ENV_NAMES)}",
+        )
+    if "ppo" in meta:
+        _section(path, meta, "ppo", PPOConfig)
+    return meta, config
+
+
+def load_drift(path: str | pathlib.Path) -> tuple[DriftFamily, Any, dict]:
+    """``(family, params, meta)`` of a drift saved by :func:`save_drift`; :class:`DriftFileError` (one line,
+    naming the file) if it is not one: not an npz, no or bad ``__meta__`` (not JSON, another kind, missing
+    or mistyped fields, unknown drift settings), parameters missing, extra or of the wrong shape."""
+    from search_spaces.drift import make_drift
+
+    text, arrays = _read_archive(path)
+    meta, config = _check_meta(path, text)
+    family = make_drift(config)
     template = family.init(jax.random.PRNGKey(0))
-    leaves = []
+    leaves, expected = [], set()
     for p, leaf in jax.tree_util.tree_flatten_with_path(template)[0]:
         name = _path_name(p)
-        if name not in arrays or arrays[name].shape != leaf.shape:
-            raise ValueError(
-                f"{path}: parameter {name} missing or of the wrong shape for drift {meta['drift']}"
+        expected.add(name)
+        array = arrays.get(name)
+        if array is None:
+            raise DriftFileError(path, f"parameter {name} missing for drift family {config.family!r}")
+        if array.shape != leaf.shape or array.dtype.kind != "f":
+            raise DriftFileError(
+                path,
+                f"parameter {name} is {array.dtype}{list(array.shape)}, drift family {config.family!r} "
+                f"(hidden_size {config.hidden_size}) needs {leaf.dtype}{list(leaf.shape)}",
             )
-        leaves.append(jnp.asarray(arrays[name]))
+        leaves.append(jnp.asarray(array, dtype=leaf.dtype))
+    extra = sorted(set(arrays) - expected)
+    if extra:
+        raise DriftFileError(
+            path, f"parameter(s) {', '.join(extra[:3])} are not part of drift family {config.family!r}"
+        )
     params = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(template), leaves)
     return family, params, meta

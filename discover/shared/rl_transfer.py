@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from discover.infra.rundir import RunDir, RunDirError, TBLogger
-from discover.shared.drift_io import load_drift
+from discover.shared.drift_io import DriftFileError, load_drift
 from envs import rl_envs
 from envs.ppo import PPOConfig, make_population_train
 from search_spaces.drift import DriftConfig, make_drift, switch_drift
@@ -147,10 +147,9 @@ def run_rl_transfer(
     markdown table."""
 
     drift_file, run = _resolve_source(run_dir_or_drift_path)
-    try:
-        family, params, meta = load_drift(drift_file)
-    except ValueError as exc:
-        raise RunDirError(str(exc)) from None
+    family, params, meta = load_drift(drift_file)  # DriftFileError (one line) for anything but a drift
+    if "ppo" not in meta:
+        raise DriftFileError(drift_file, "__meta__ has no 'ppo' (the PPO settings the drift was trained with)")
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
     train_env = meta["env"]

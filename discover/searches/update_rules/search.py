@@ -156,7 +156,7 @@ class UpdateRuleSearch:
         return _template(ctx.search.config)
 
     def restore(self, arrays: dict, meta: dict, ctx: RunContext) -> SearchState:
-        return state_from_checkpoint(arrays, meta)
+        return state_from_checkpoint(arrays, meta, ctx.search.space)
 
     def finish(self, state: SearchState, ctx: RunContext, tb: TBLogger) -> UpdateRuleSummary:
         config, search = ctx.search.config, ctx.search
