@@ -25,6 +25,7 @@ from rich.table import Table
 
 from discover.infra.checkpointing import CheckpointError
 from discover.infra.config import ConfigError, config_reference, peek_kind, suggest
+from discover.infra.errors import InputError
 from discover.infra.experiments import resolve_config
 from discover.infra.rundir import RunDir, is_main_process, new_run_dir
 from discover.infra.sharding import distributed_section, initialize_distributed
@@ -33,7 +34,6 @@ from discover.language.optax_export import export_module
 from discover.language.program import ProgramError, parse
 from discover.searches import KINDS, get_search
 from discover.shared import runner
-from discover.shared.drift_io import DriftFileError
 from discover.shared.simplify import run_references, run_simplify
 from discover.shared.transfer import run_transfer
 from search_spaces.update_rules import SEED_NAMES, seed, seeds
@@ -54,7 +54,7 @@ class UserError(Exception):
 
 
 # The project's own error types for bad input; any other exception is a bug and keeps its traceback.
-USER_ERRORS = (UserError, ConfigError, CheckpointError, DriftFileError)
+USER_ERRORS = (UserError, ConfigError, CheckpointError, InputError)
 
 
 def fail(message: str) -> None:
@@ -265,14 +265,6 @@ def _names(text: str | None) -> list[str] | None:
     return None if text is None else [x.strip() for x in text.split(",") if x.strip()]
 
 
-def _user_call(fn, *args, **kwargs):
-    """Like _run, and the entry points' ValueErrors for bad arguments are user errors too."""
-    try:
-        return _run(fn, *args, **kwargs)
-    except ValueError as e:
-        fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
-
-
 @app.command("simplify")
 def simplify_cmd(
     source: str = typer.Argument(..., help="a program file, a seed name, or a search run directory (its best.py)"),
@@ -297,7 +289,7 @@ def simplify_cmd(
             scoring["references"] = _run(run_references, path, "metaval" if has_funnel else "proxy", section.tasks)
     given = {"tasks": _names(tasks), "seeds": seeds, "steps": steps}
     scoring.update({key: value for key, value in given.items() if value is not None})
-    result, _steps = _user_call(run_simplify, program, tolerance=tolerance, out_dir=out, console=console,
+    result, _steps = _run(run_simplify, program, tolerance=tolerance, out_dir=out, console=console,
                                 **scoring)
     console.print(Syntax(str(result), "python", theme="ansi_dark"))
 
@@ -331,7 +323,7 @@ def transfer_cmd(
     if len(sources) == 1 and _is_rl_source(sources[0]):
         from discover.shared.rl_transfer import run_rl_transfer  # deferred: gymnax starts JAX (module doc)
 
-        table = _user_call(run_rl_transfer, sources[0], _names(envs), _floats(horizons, "--horizons"),
+        table = _run(run_rl_transfer, sources[0], _names(envs), _floats(horizons, "--horizons"),
                            seeds or 4, out)
     else:
         programs = {}
@@ -340,7 +332,7 @@ def transfer_cmd(
             programs[label] = _run(load_program, src)
         kwargs = {k: v for k, v in {"lr_grid": _floats(lr_grid, "--lr-grid"), "wd_grid": _floats(wd_grid, "--wd-grid"),
                                     "seeds": seeds}.items() if v is not None}
-        table = _user_call(run_transfer, programs, tasks=_names(tasks), baselines=_names(baselines),
+        table = _run(run_transfer, programs, tasks=_names(tasks), baselines=_names(baselines),
                            steps_override=steps, out_dir=out, console=console, **kwargs)
     console.print(table, highlight=False, markup=False)
 

@@ -13,6 +13,7 @@ import dataclasses
 import typing
 from typing import NamedTuple
 
+from discover.infra.errors import InputError
 from envs.ppo import PPOConfig
 
 MINATAR = ("Breakout-MinAtar", "SpaceInvaders-MinAtar", "Asterix-MinAtar", "Freeway-MinAtar")
@@ -51,7 +52,7 @@ ENV_NAMES = tuple(ENV_SPECS)
 
 def spec(name: str) -> EnvSpec:
     if name not in ENV_SPECS:
-        raise ValueError(f"unknown environment {name!r}; supported: {', '.join(ENV_NAMES)}")
+        raise InputError(f"unknown environment {name!r}; supported: {', '.join(ENV_NAMES)}")
     return ENV_SPECS[name]
 
 

@@ -32,6 +32,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from discover.infra.errors import InputError
 from envs.task_data import (
     CHARLM_ALPHABET,
     CHARLM_MODULES,
@@ -101,7 +102,7 @@ def task_names(kind: str | None = None) -> list[str]:
 def get_task(name: str) -> Task:
     """The task called `name`; cached so that every caller shares the same closures (and jit caches)."""
     if name not in _REGISTRY:
-        raise ValueError(f"unknown task '{name}' (known: {', '.join(task_names())})")
+        raise InputError(f"unknown task '{name}' (known: {', '.join(task_names())})")
     entry = _REGISTRY[name]
     fields = dict(entry.builder(**dict(entry.params)))
     data_fingerprint = fields.pop("data_fingerprint", "")

@@ -13,33 +13,22 @@ import io
 import json
 import pathlib
 import zipfile
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from discover.infra.config import ConfigError, load_config
+from discover.infra.errors import DriftFileError
 from discover.infra.rundir import atomic_write_bytes
-
-if TYPE_CHECKING:
-    from search_spaces.drift import DriftConfig, DriftFamily
-
-# envs and search_spaces.drift (flax, gymnax) are imported where a drift is read: the CLI imports this module
-# for DriftFileError alone and must start fast.
+from envs.ppo import PPOConfig
+from envs.rl_envs import ENV_NAMES
+from search_spaces.drift import DriftConfig, DriftFamily, make_drift
 
 __all__ = ["DRIFT_KIND", "DriftFileError", "load_drift", "save_drift"]
 
 DRIFT_KIND = "rl_drift"  # __meta__["kind"] of a drift file
-
-
-class DriftFileError(Exception):
-    """A file given as a drift that is not one (or is damaged); ``str()`` is one line naming the file."""
-
-    def __init__(self, path: str | pathlib.Path, message: str) -> None:
-        self.path = str(path)
-        self.message = " ".join(str(message).split())
-        super().__init__(f"{self.path}: {self.message}")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -71,6 +60,8 @@ def _read_archive(path: str | pathlib.Path) -> tuple[str, dict[str, np.ndarray]]
         if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06")):
             raise DriftFileError(path, "not a saved drift (not an npz archive: no zip header)")
         data = np.load(path, allow_pickle=False)
+    except DriftFileError:
+        raise
     except IsADirectoryError:
         raise DriftFileError(path, "is a directory, not a drift file") from None
     except FileNotFoundError:
@@ -92,6 +83,8 @@ def _read_archive(path: str | pathlib.Path) -> tuple[str, dict[str, np.ndarray]]
                 )
             arrays = {k[len("param:") :]: data[k] for k in data.files if k.startswith("param:")}
             return str(meta), arrays
+    except DriftFileError:
+        raise
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
         raise DriftFileError(path, f"damaged npz archive ({_short(exc)})") from None
 
@@ -114,10 +107,6 @@ def _section(path: str | pathlib.Path, meta: dict, key: str, schema: type) -> An
 
 
 def _check_meta(path: str | pathlib.Path, text: str) -> tuple[dict, DriftConfig]:
-    from envs.ppo import PPOConfig
-    from envs.rl_envs import ENV_NAMES
-    from search_spaces.drift import DriftConfig
-
     try:
         meta = json.loads(text)
     except (ValueError, RecursionError) as exc:
@@ -150,7 +139,6 @@ def load_drift(path: str | pathlib.Path) -> tuple[DriftFamily, Any, dict]:
     """``(family, params, meta)`` of a drift saved by :func:`save_drift`; :class:`DriftFileError` (one line,
     naming the file) if it is not one: not an npz, no or bad ``__meta__`` (not JSON, another kind, missing
     or mistyped fields, unknown drift settings), parameters missing, extra or of the wrong shape."""
-    from search_spaces.drift import make_drift
 
     text, arrays = _read_archive(path)
     meta, config = _check_meta(path, text)

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from discover.infra.errors import InputError
 from discover.infra.rundir import RunDir, RunDirError, TBLogger
 from discover.shared.drift_io import DriftFileError, load_drift
 from envs import rl_envs
@@ -151,7 +152,7 @@ def run_rl_transfer(
     if "ppo" not in meta:
         raise DriftFileError(drift_file, "__meta__ has no 'ppo' (the PPO settings the drift was trained with)")
     if seeds < 1:
-        raise ValueError(f"seeds must be >= 1, got {seeds}")
+        raise InputError(f"seeds must be >= 1, got {seeds}")
     train_env = meta["env"]
     train_ppo = PPOConfig(**meta["ppo"])
     envs = list(envs) if envs else [train_env, *rl_envs.spec(train_env).held_out]
@@ -159,7 +160,7 @@ def run_rl_transfer(
         rl_envs.spec(env)  # one clear error for an unknown env before any training
     horizons = [float(h) for h in (horizons or DEFAULT_HORIZONS)]
     if any(h <= 0 for h in horizons):
-        raise ValueError(f"horizons must be positive multiples, got {horizons}")
+        raise InputError(f"horizons must be positive multiples, got {horizons}")
 
     rows = []
     base_key = jax.random.PRNGKey(TRANSFER_SEED)

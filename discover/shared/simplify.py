@@ -26,6 +26,7 @@ import numpy as np
 from rich.table import Table
 
 from discover.infra.config import ConfigError
+from discover.infra.errors import InputError
 from discover.infra.rundir import RunDir, RunDirError, TBLogger, program_markdown
 from discover.language.analysis import remove_dead_code, structural_hash
 from discover.language.program import Program, ProgramError, parse
@@ -97,9 +98,9 @@ def simplify(program: Program, score: ScoreFn, *, tolerance: float = DEFAULT_TOL
     ``batch`` programs). A change is kept when its fitness is at most ``f0 + tolerance * |f0|``, ``f0`` the
     fitness of the original program, so changes cannot drift away from it one small step at a time."""
     if tolerance < 0 or not math.isfinite(tolerance):
-        raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance}")
+        raise InputError(f"tolerance must be a finite number >= 0, got {tolerance}")
     if batch < 1:
-        raise ValueError(f"batch must be >= 1, got {batch}")
+        raise InputError(f"batch must be >= 1, got {batch}")
     steps: list[Step] = []
     cache: dict[str, float] = {}
     evaluations = 0
@@ -125,7 +126,7 @@ def simplify(program: Program, score: ScoreFn, *, tolerance: float = DEFAULT_TOL
     folded = canonicalize(live)
     f_live, f_folded = fitness_of([live, folded])
     if not math.isfinite(f_live):
-        raise ValueError("the program's own fitness is not finite (its training diverges): nothing to preserve")
+        raise InputError("the program's own fitness is not finite (its training diverges): nothing to preserve")
     threshold = acceptance_threshold(f_live, tolerance)
     if len(live) < len(program) or live.params != program.params:
         record(Step("dead code", f"{len(program) - len(live)} dead statement(s) removed (exact: never reach the"
@@ -304,10 +305,10 @@ def scoring_setup(run: RunDir | None = None, *, tasks: Sequence | None = None, s
 def make_score_fn(setup: ScoringSetup, program: Program, batch: int) -> ScoreFn:
     """The meta-validation fitness of :class:`discover.shared.scoring.Scorer` as ``score(programs)``."""
     if setup.seeds < 1:
-        raise ValueError(f"seeds must be >= 1, got {setup.seeds}")
+        raise InputError(f"seeds must be >= 1, got {setup.seeds}")
     tasks = [with_steps(get_task(t) if isinstance(t, str) else t, setup.steps) for t in setup.tasks]
     if not tasks:
-        raise ValueError("at least one meta-validation task is needed")
+        raise InputError("at least one meta-validation task is needed")
     refs = dict(setup.references or {})
     cache = setup.reference_cache or pathlib.Path("checkpoints") / ".baselines.json"
     for task in tasks:
@@ -369,11 +370,11 @@ def run_simplify(source, *, tolerance: float = DEFAULT_TOLERANCE, tasks: Sequenc
     if score is None:
         try:
             score = make_score_fn(setup, program, batch)
-        except ValueError as err:  # e.g. an unknown task name
+        except InputError as err:  # e.g. an unknown task name
             raise ConfigError(str(err), key="tasks") from None
     try:
         result = simplify(program, score, tolerance=tolerance, batch=batch, max_rounds=max_rounds)
-    except ValueError as err:
+    except InputError as err:
         raise ConfigError(f"{err} ({scoring})", source=None if isinstance(source, Program) else str(source)) from None
     if out_dir is not None:
         out = RunDir(pathlib.Path(out_dir))

@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from discover.infra.errors import InputError
 from discover.infra.rundir import RunDir, TBLogger, atomic_write_bytes, program_markdown
 from discover.language.optax_export import to_optax
 from discover.language.program import Program
@@ -91,7 +92,7 @@ def baseline_optimizer(name: str) -> Optimizer:
         program = seed(name)
         return Optimizer(name, "baseline", _program_maker(program), program, f"seed program '{name}' via to_optax")
     known = ", ".join(list(_NATIVE) + [n for n in SEED_NAMES if n not in _NATIVE])
-    raise ValueError(f"unknown baseline '{name}' (known: {known})")
+    raise InputError(f"unknown baseline '{name}' (known: {known})")
 
 
 def _program_maker(program: Program) -> Callable:
@@ -321,17 +322,17 @@ def resolve_tasks(tasks: Sequence) -> list[task_registry.Task]:
         else:
             out.setdefault(t, task_registry.get_task(t))  # ValueError naming the known tasks
     if not out:
-        raise ValueError("transfer: no tasks")
+        raise InputError("transfer: no tasks")
     return list(out.values())
 
 
 def _check_grid(name: str, values: Sequence[float], positive: bool) -> tuple[float, ...]:
     values = tuple(float(v) for v in values)
     if not values:
-        raise ValueError(f"transfer: {name} must not be empty")
+        raise InputError(f"transfer: {name} must not be empty")
     bad = [v for v in values if not math.isfinite(v) or (v <= 0 if positive else v < 0)]
     if bad:
-        raise ValueError(f"transfer: {name} must be {'> 0' if positive else '>= 0'} and finite, got {bad[0]}")
+        raise InputError(f"transfer: {name} must be {'> 0' if positive else '>= 0'} and finite, got {bad[0]}")
     return values
 
 
@@ -348,7 +349,7 @@ def run_transfer(programs: Mapping[str, Program], *, tasks: Sequence = ("target"
     task this many steps instead of its own. ``console``: a rich Console for progress lines."""
 
     if seeds < 1:
-        raise ValueError(f"transfer: seeds must be >= 1, got {seeds}")
+        raise InputError(f"transfer: seeds must be >= 1, got {seeds}")
     multipliers = _check_grid("lr_grid", lr_grid, positive=True)
     wds = _check_grid("wd_grid", wd_grid, positive=False)
     optimizers = [program_optimizer(name, p) for name, p in programs.items()]
@@ -356,9 +357,9 @@ def run_transfer(programs: Mapping[str, Program], *, tasks: Sequence = ("target"
     labels = [o.name for o in optimizers]
     if len(set(labels)) != len(labels):
         dup = next(n for n in labels if labels.count(n) > 1)
-        raise ValueError(f"transfer: two optimizers are called '{dup}' (rename the program)")
+        raise InputError(f"transfer: two optimizers are called '{dup}' (rename the program)")
     if not optimizers:
-        raise ValueError("transfer: no programs and no baselines")
+        raise InputError("transfer: no programs and no baselines")
     task_list = [with_steps(t, steps_override) for t in resolve_tasks(tasks)]
 
     if out_dir is None:
