@@ -5,6 +5,10 @@ interpreter over whole populations (:mod:`discover.language.interpreter`) and ex
 optimizers (:func:`to_optax`, :func:`export_module`).
 """
 
+# A module reference, not `from ... import seed`: search_spaces.update_rules imports discover.language.*, so
+# when it is imported first, this file runs while it is still partially initialized; its names are looked up
+# when seed()/seeds() are called.
+import search_spaces.update_rules as _update_rules
 from discover.language.analysis import (
     dead_fraction,
     fingerprint,
@@ -20,19 +24,12 @@ __version__ = "0.1.0"
 
 def seed(name: str) -> Program:
     """A baseline optimizer written in the language (see :data:`search_spaces.update_rules.SEED_NAMES`)."""
-    # Imported here, not at the top: search_spaces.update_rules imports discover.language.*, which runs this
-    # file first, so a top-level import is circular (`import search_spaces.update_rules` before discover
-    # would fail: "cannot import name 'seed' from partially initialized module").
-    from search_spaces.update_rules import seed as _seed
-
-    return _seed(name)
+    return _update_rules.seed(name)
 
 
 def seeds() -> dict[str, Program]:
     """Every baseline seed program, by name."""
-    from search_spaces.update_rules import seeds as _seeds  # late, as in seed()
-
-    return _seeds()
+    return _update_rules.seeds()
 
 
 __all__ = [

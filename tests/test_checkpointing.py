@@ -22,12 +22,12 @@ from discover.infra.checkpointing import (
     Checkpointer,
     CheckpointError,
     CheckpointFallbackWarning,
-    GracefulExit,
     pack_key,
     rng_from_json,
     rng_to_json,
     unpack_key,
 )
+from discover.infra.signals import GracefulExit
 
 
 class SearchState(typing.NamedTuple):

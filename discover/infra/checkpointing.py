@@ -39,11 +39,9 @@ Public API
 - ``pack_key(key) -> uint32 array`` (``jax.random.key_data`` of a typed key; raw keys pass through) and
   ``unpack_key(data, impl=None) -> typed key`` (``jax.random.wrap_key_data``), for code that keeps raw key
   data in its state. ``Checkpointer`` already does this for typed keys found in ``arrays``.
-- ``GracefulExit(signals=(SIGINT, SIGTERM), notice=True)``: context manager; inside it those signals set
-  ``.requested = True`` (and ``.signal_name``) instead of stopping the program, so the search loop can
-  checkpoint and stop; a second SIGINT raises ``KeyboardInterrupt`` as usual. Previous handlers are restored
-  on exit. Handlers are only installed in the main thread (elsewhere it is inert, ``.active`` is False).
-  ``.request()`` asks for a stop programmatically.
+
+(``GracefulExit``, the SIGINT/SIGTERM handling around a search loop, is in :mod:`discover.infra.signals`; the
+orbax log filtering in :mod:`discover.infra.orbax_logs`.)
 
 Multi-process runs: every process must call ``save``/``restore`` (orbax coordinates them); the integrity
 digest is only recorded when all leaves are fully addressable from each process.
@@ -51,29 +49,26 @@ digest is only recorded when all leaves are fully addressable from each process.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import hashlib
 import json
 import logging
 import os
 import pathlib
-import signal
-import sys
-import threading
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from discover.infra.orbax_logs import forget_damaged, quiet_orbax
+
 __all__ = [
     "CheckpointError",
     "CheckpointFallbackWarning",
     "Checkpointer",
-    "GracefulExit",
     "pack_key",
     "rng_from_json",
     "rng_to_json",
@@ -268,104 +263,6 @@ def _jsonable(obj: Any, path: str = "meta") -> Any:
     raise CheckpointError(f"{path}: cannot write a {type(obj).__name__} as JSON")
 
 
-_NOISY_LOGGERS = ("absl", "asyncio")  # orbax logs through absl; its dropped coroutines through asyncio
-
-
-class _Held(logging.Filter):
-    """Holds back the records of :data:`_NOISY_LOGGERS` while :func:`_quiet_orbax` runs (see there)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.drop = False
-        self.records: list[logging.LogRecord] = []
-        self._lock = threading.Lock()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, "_discover_released", False):
-            return True
-        with self._lock:
-            self.records.append(record)
-        return False
-
-    def release(self) -> None:
-        with self._lock:
-            records, self.records = self.records, []
-        if self.drop:
-            return
-        for record in records:
-            record._discover_released = True  # passes this filter (and any nested one) this time
-            logging.getLogger(record.name).handle(record)
-
-
-class _DamagedStepEchoes(logging.Filter):
-    """Drops asyncio's "Task exception was never retrieved" reports about steps already reported damaged.
-
-    Reads that orbax abandoned in a damaged step fail again when the garbage collector finds their tasks, at
-    any later time (often at exit, outside :func:`_quiet_orbax`). Installed on the asyncio logger at the first
-    damaged step; it only drops records whose text names a step directory in ``paths``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.paths: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        if record.exc_info and record.exc_info[1] is not None:
-            text += f" {record.exc_info[1]}"
-        return not any(path in text for path in self.paths)
-
-
-_ECHOES = _DamagedStepEchoes()
-
-
-def _forget_damaged(step_dir: pathlib.Path) -> None:
-    """Silences later asyncio echoes of the failed reads of ``step_dir`` (see :class:`_DamagedStepEchoes`)."""
-    asyncio_logger = logging.getLogger("asyncio")
-    if _ECHOES not in asyncio_logger.filters:
-        asyncio_logger.addFilter(_ECHOES)
-    _ECHOES.paths.add(os.path.join(str(step_dir), ""))
-
-
-def _is_closed_loop_noise(unraisable: Any) -> bool:
-    exc = getattr(unraisable, "exc_value", None)
-    return isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"
-
-
-@contextlib.contextmanager
-def _quiet_orbax():
-    """Keeps orbax/tensorstore's multi-line complaints about a damaged step off the console.
-
-    The fallback reports each damaged step in one warning line; what orbax logs (through absl), the
-    exceptions its background coroutines drop (logged by asyncio), and the "Event loop is closed" tracebacks
-    tensorstore reports as unraisable when reads abandoned by a failed restore complete on a closed event loop
-    (during the next restore) would otherwise bury that line. Only those loggers' records are held back,
-    through a logging filter (no stream is swapped, so other threads' output is untouched); they are passed on
-    at the end unless ``drop`` was set on the yielded object, or an exception left the block.
-    """
-    held = _Held()
-    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
-    previous_hook = sys.unraisablehook
-
-    def hook(unraisable: Any) -> None:
-        if not _is_closed_loop_noise(unraisable):
-            previous_hook(unraisable)
-
-    for noisy in loggers:
-        noisy.addFilter(held)
-    sys.unraisablehook = hook
-    try:
-        yield held
-    except BaseException:
-        held.drop = True
-        raise
-    finally:
-        if sys.unraisablehook is hook:  # unless someone else replaced it meanwhile
-            sys.unraisablehook = previous_hook
-        for noisy in loggers:
-            noisy.removeFilter(held)
-        held.release()
-
-
 def _one_line(exc: BaseException, limit: int = 160) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     text = f"{type(exc).__name__}: {text}"
@@ -486,24 +383,24 @@ class Checkpointer:
                 have = ", ".join(map(str, steps)) or "none"
                 raise CheckpointError(f"{self.directory}: no checkpoint step {step} (steps: {have})")
             try:
-                with _quiet_orbax():
+                with quiet_orbax():
                     return self._restore_step(step, arrays_like)
             except _Damaged as exc:
-                _forget_damaged(self._step_dir(step))
+                forget_damaged(self._step_dir(step))
                 raise CheckpointError(
                     f"{self._step_dir(step)}: checkpoint step {step} is damaged: {exc}"
                 ) from None
         if not steps:
             raise CheckpointError(f"{self.directory}: no checkpoint to restore")
         problems, notices, restored = [], [], None
-        with _quiet_orbax() as quiet:
+        with quiet_orbax() as quiet:
             for candidate in reversed(steps):
                 try:
                     restored = self._restore_step(candidate, arrays_like)
                     break
                 except _Damaged as exc:
                     quiet.drop = True
-                    _forget_damaged(self._step_dir(candidate))
+                    forget_damaged(self._step_dir(candidate))
                     problems.append(f"step {candidate}: {exc}")
                     older = [s for s in steps if s < candidate]
                     then = f"falling back to step {older[-1]}" if older else "no older step left"
@@ -643,50 +540,3 @@ def _like(leaf: Any, value: np.ndarray) -> Any:
     if isinstance(leaf, np.generic):
         return value.reshape(()).astype(leaf.dtype)[()]
     return value
-
-
-# ----------------------------------------------------------------------------------------------------------
-
-
-class GracefulExit:
-    """Turns SIGINT/SIGTERM into a polite request to checkpoint and stop (see the module docstring)."""
-
-    def __init__(self, signals: Iterable[int] = (signal.SIGINT, signal.SIGTERM), notice: bool = True) -> None:
-        self.signals = tuple(signals)
-        self.notice = notice
-        self.requested = False
-        self.signal_name: str | None = None
-        self.active = False
-        self._previous: dict[int, Any] = {}
-
-    def request(self, reason: str = "request") -> None:
-        self.requested = True
-        self.signal_name = self.signal_name or reason
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        first = not self.requested
-        self.requested = True
-        self.signal_name = signal.Signals(signum).name
-        if first and self.notice:
-            again = " (Ctrl-C again to abort at once)" if signum == signal.SIGINT else ""
-            print(
-                f"discover: {self.signal_name} received; checkpointing and stopping after this step{again}",
-                file=sys.stderr,
-                flush=True,
-            )
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.signals:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            self.active = True
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, previous in self._previous.items():
-            # None means the handler was not set from Python: the default is the closest equivalent.
-            signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
-        self._previous.clear()
-        self.active = False

@@ -44,6 +44,8 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from discover.infra.config import load_config
+
 __all__ = [
     "AXIS",
     "DistributedSection",
@@ -342,8 +344,6 @@ def distributed_section(path: str | os.PathLike | None, overrides: Sequence[str]
     """The validated ``distributed:`` section of an experiment YAML (with ``--set`` overrides), read without
     importing the searches: importing evosax starts JAX's backend, after which ``jax.distributed`` cannot
     start. Other keys are left to the search's own config check. Raises ConfigError (file, line, key)."""
-    from discover.infra.config import load_config
-
     return load_config(_DistributedOnly, path, overrides).distributed
 
 

@@ -22,9 +22,10 @@ from typing import Any, ClassVar, Protocol
 
 import jax
 
-from discover.infra.checkpointing import Checkpointer, CheckpointError, GracefulExit
+from discover.infra.checkpointing import Checkpointer, CheckpointError
 from discover.infra.config import config_to_dict, dump_config, flat_config
 from discover.infra.rundir import RunDir, TBLogger
+from discover.infra.signals import GracefulExit
 
 # The name of JAX's backend-compile event (jax.monitoring's public listener API; the constant itself is private).
 BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
