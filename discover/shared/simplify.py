@@ -23,7 +23,6 @@ import pathlib
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
-from rich.table import Table
 
 from discover.infra.config import ConfigError
 from discover.infra.errors import InputError
@@ -211,17 +210,6 @@ def report_markdown(result: SimplifyResult, scoring: str) -> str:
     return "\n".join(parts)
 
 
-def console_table(result: SimplifyResult) -> Table:
-    table = Table(title=f"simplify: {len(result.original)} -> {len(result.program)} statements, fitness "
-                        f"{_fmt(result.fitness_original)} -> {_fmt(result.fitness_final)}")
-    for col in ("#", "kind", "change", "fitness", "delta", "kept"):
-        table.add_column(col)
-    for n, s in enumerate(result.steps, 1):
-        delta = f"{s.delta:+.3g}" if math.isfinite(s.delta) else "inf"
-        table.add_row(str(n), s.kind, s.description, _fmt(s.fitness_after), delta,
-                      "[green]yes[/]" if s.accepted else "[red]no[/]")
-    return table
-
 
 # ----------------------------------------------------------------------------------------------------------
 # Entry point: meta-validation scoring, run directories
@@ -403,8 +391,10 @@ def run_simplify(source, *, tolerance: float = DEFAULT_TOLERANCE, tasks: Sequenc
                                "simplify/statements": len(result.original)})
             for n, s in enumerate(accepted, 1):
                 logger.scalars(n, {"simplify/fitness": s.fitness_after, "simplify/statements": s.statements_after})
-    if console is not None:
-        console.print(console_table(result))
+    if console is not None:  # anything with print(text, highlight=...): the CLI passes a rich Console
+        console.print(f"simplify: {len(result.original)} -> {len(result.program)} statements, fitness "
+                      f"{_fmt(result.fitness_original)} -> {_fmt(result.fitness_final)}", highlight=False)
+        console.print(steps_markdown_table(result.steps), highlight=False, markup=False)
         console.print(f"wrote {out.file('simplify.md')} and {out.file('simplified.py')}", highlight=False)
     return result.program, result.steps
 
