@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from discover.infra.config import ConfigError
-from discover.infra.rundir import new_run_dir
+from discover.infra.rundir import RunDir, new_run_dir
 from discover.language.optax_export import to_optax
 from discover.language.program import parse
 from discover.searches import update_rules as search
@@ -114,11 +114,28 @@ class FakeScorer:
         return search.Scores(f, f[:, None], np.zeros(len(programs), bool))
 
 
-def test_a_stale_adamw_reference_is_reported():
-    config = search.load_search_config(TINY, ["funnel.tasks=[]"])
-    ctx = search.SearchContext(config=config, space=config.space.space(), proxy=FakeScorer(8, 0.8), metaval=None)
-    with pytest.warns(UserWarning, match=r"AdamW seed scores 0.8000 on fake_task .* may be stale"):
-        search.initial_state(ctx)
+def test_a_stale_adamw_reference_is_reported(tmp_path):
+    config = search.load_search_config(TINY, ["funnel.tasks=[]", f"fitness.reference_cache={tmp_path / 'r.json'}"])
+    references = search.load_or_compute_references(config, RunDir(tmp_path))
+    task = config.fitness.tasks[0]
+    fresh = search.make_context(config, references).proxy.references[task]
+    assert fresh["val_loss_at_1x"] == pytest.approx(fresh["tuned_val_loss"], rel=1e-4)  # the same trainer run
+    stale = {"proxy": {task: {**references["proxy"][task], "val_loss": 0.8 * fresh["tuned_val_loss"]}}}
+    with pytest.warns(UserWarning, match=rf"on {task}, its cached reference says .* may be stale"):
+        search.make_context(config, {**references, **stale})
+
+
+def test_adamw_scores_exactly_one_against_adamw_tuned_over_the_same_sweep(tmp_path):
+    config = search.load_search_config(TINY, ["funnel.tasks=[]", f"fitness.reference_cache={tmp_path / 'r.json'}",
+                                              "fitness.lr_multipliers=[0.25, 0.5, 1.0, 2.0, 4.0]",
+                                              "fitness.steps=29"])  # its own task: other tests count compiles
+    ctx = search.make_context(config, search.load_or_compute_references(config, RunDir(tmp_path)))
+    adamw = seed("adamw")
+    doubled = parse(str(adamw).replace("return update, m, v", "update = update * 2.0\n    return update, m, v"))
+    scores = ctx.proxy.score([adamw, doubled])
+    # A step-size hack gains nothing: 2 x AdamW at multiplier m is AdamW at 2m, on the same sweep.
+    assert scores.fitness[0] == pytest.approx(1.0, abs=1e-9) and scores.fitness[1] == scores.fitness[0]
+    assert scores.multiplier[1, 0] == scores.multiplier[0, 0] / 2
 
 
 def test_a_generation_scores_only_novel_distinct_children_in_one_batched_call():

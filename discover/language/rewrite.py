@@ -110,6 +110,26 @@ _SIGN_PRESERVING = {"copy", "tanh", "arctan", "arcsin", "sinh", "erf", "log1p", 
 _NONNEGATIVE = {"abs", "square", "sqrt", "rsqrt", "exp", "cosh", "relu", "norm", "rms", "max_abs", "global_norm"}
 
 
+def _scaled(st: Statement | None) -> tuple[float, str] | None:
+    """``(c, x)`` when ``st`` computes ``c * x`` (a constant times a name)."""
+    if st is None or st.op != "mul":
+        return None
+    for c, x in ((st.args[0], st.args[1]), (st.args[1], st.args[0])):
+        if _is_const(c) and _is_name(x):
+            return float(c), x
+    return None
+
+
+def _as_interp(stmts: Sequence[Statement], i: int) -> Statement | None:
+    """``c*x + (1-c)*y`` written long-hand (an exponential moving average) as ``interp(y, x, c)``."""
+    st = stmts[i]
+    left, right = (_scaled(_inner(stmts, i, arg)) for arg in st.args)
+    if left is None or right is None or abs(left[0] + right[0] - 1.0) > 1e-6 or left[1] == right[1]:
+        return None
+    (c, x), (_, y) = left, right
+    return _stmt(st.dst, "interp", y, x, c)  # interp(y, x, c) = (1 - c) * y + c * x
+
+
 def identity_fold(stmts: Sequence[Statement], i: int) -> Statement | None:
     """Statement ``i`` rewritten by an algebraic identity, or None."""
     st = stmts[i]
@@ -128,6 +148,9 @@ def identity_fold(stmts: Sequence[Statement], i: int) -> Statement | None:
         for x, y in ((a[0], a[1]), (a[1], a[0])):
             if _is_const(y, 0.0):
                 return _stmt(dst, "copy", x)
+        mixed = _as_interp(stmts, i)
+        if mixed is not None:
+            return mixed
     elif op == "sub":
         if _is_const(a[1], 0.0):
             return _stmt(dst, "copy", a[0])

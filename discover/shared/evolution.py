@@ -121,6 +121,9 @@ class HallEntry:
     generation: int
     parent: str | None = None
     origin: str = "evolution"  # or "refined"
+    # The lr multiplier (x tuned AdamW's lr) each task's score was reached with: meta-validation tasks, or the
+    # proxy tasks when the funnel has none. None where unknown (checkpoints of older runs).
+    lr_multipliers: list[float] | None = None
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)

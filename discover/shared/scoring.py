@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from discover.infra.errors import InputError
 from discover.infra.sharding import population_mesh, sharded
 from discover.language import interpreter
 from discover.language.program import Program
@@ -43,10 +44,18 @@ def interpreted_trainer(task: task_registry.Task, max_len: int, n_state: int, ne
     return make_population_trainer(task, update_fn, init, needs_hessian=needs_hessian)
 
 
+# The learning-rate sweep of the robust fitness: a candidate's lr is tuned AdamW's times each of these and it
+# keeps its best. Powers of two from 1/32 (sign-based rules want 3-10x smaller steps than AdamW) to 4: doubling
+# or halving a rule's step maps the sweep onto itself, so a rule cannot score better by rescaling its step (a
+# coarser grid, e.g. 0.03, 0.1, 0.3, 1, 3, let `2 * adamw` beat AdamW by 30% on the noisy quadratic).
+ROBUST_LR_MULTIPLIERS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0, 2.0, 4.0)
+
+
 class Scores(NamedTuple):
     fitness: np.ndarray  # (n,) mean over tasks of the relative loss, non-finite -> worst
     per_task: np.ndarray  # (n, T)
     nonfinite: np.ndarray  # (n,) bool: worst on some task because training diverged / gave NaN
+    multiplier: np.ndarray | None = None  # (n, T) the lr multiplier each score was reached with (NaN: none)
 
 
 def aggregate(val_loss: np.ndarray, reference: float, worst: float) -> tuple[np.ndarray, np.ndarray]:
@@ -57,6 +66,20 @@ def aggregate(val_loss: np.ndarray, reference: float, worst: float) -> tuple[np.
     best = per_lr.min(axis=1)
     bad = ~np.isfinite(best)
     return np.where(bad, worst, np.minimum(best, worst)), bad
+
+
+def chosen_multipliers(scores: Scores) -> list[list[float] | None]:
+    """Per candidate, the lr multiplier each task's score was reached with (None where the scorer did not say)."""
+    if scores.multiplier is None:
+        return [None] * len(scores.fitness)
+    return [[float(m) for m in row] for row in scores.multiplier]
+
+
+def chosen_lr_index(val_loss: np.ndarray) -> np.ndarray:
+    """Per candidate, the index of the lr multiplier whose seed-mean val loss is best (-1: none finite)."""
+    val = np.asarray(val_loss, np.float64)
+    per_lr = np.where(np.isfinite(val).all(axis=2), val.mean(axis=2), np.inf)
+    return np.where(np.isfinite(per_lr).any(axis=1), np.argmin(per_lr, axis=1), -1)
 
 
 @dataclasses.dataclass
@@ -97,7 +120,8 @@ class Scorer:
     def score(self, programs: Sequence[Program]) -> Scores:
         if not programs:
             empty = np.zeros((0,), np.float64)
-            return Scores(empty, np.zeros((0, len(self.tasks))), np.zeros((0,), bool))
+            none = np.zeros((0, len(self.tasks)))
+            return Scores(empty, none, np.zeros((0,), bool), none)
         parts = [self._score_chunk(programs[i:i + self.batch]) for i in range(0, len(programs), self.batch)]
         return Scores(*(np.concatenate(x) for x in zip(*parts)))
 
@@ -106,16 +130,38 @@ class Scorer:
         padded = list(programs) + [programs[-1]] * (self.batch - n)
         enc = interpreter.encode(padded, self.max_len, self.n_state)
         enc = jax.tree.map(lambda x: jnp.repeat(x, repeat, axis=0), enc)
-        per_task, bad = [], np.zeros((n,), bool)
+        per_task, chosen, bad = [], [], np.zeros((n,), bool)
+        multipliers = np.append(np.asarray(self.lr_multipliers, np.float64), np.nan)  # index -1: none
         outs = [self.trainer(task).dispatch(self._keys, self._lrs(task), enc) for task in self.tasks]  # all first
         for task, out in zip(self.tasks, (o.result() for o in outs)):
             val = np.asarray(out["val_loss"], np.float64)
             val = val.reshape(self.batch, len(self.lr_multipliers), self.train_seeds)
             rel, nonfinite = aggregate(val[:n], self.references[task.name]["val_loss"], self.worst)
             per_task.append(rel)
+            chosen.append(multipliers[chosen_lr_index(val[:n])])
             bad |= nonfinite
         per_task = np.stack(per_task, axis=1)
-        return Scores(per_task.mean(axis=1), per_task, bad)
+        return Scores(per_task.mean(axis=1), per_task, bad, np.stack(chosen, axis=1))
+
+    def swept(self, program: Program) -> Scorer:
+        """This scorer with each task's reference replaced by ``program``'s own best seed-mean val loss over the
+        same sweep and seeds (AdamW tuned over the sweep it is compared on: it then scores exactly 1.0)."""
+        enc = interpreter.encode([program] * self.batch, self.max_len, self.n_state)
+        enc = jax.tree.map(lambda x: jnp.repeat(x, self.members_per_candidate, axis=0), enc)
+        references = {}
+        for task in self.tasks:
+            out = self.trainer(task)(self._keys, self._lrs(task), enc)
+            val = np.asarray(out["val_loss"], np.float64)[: self.members_per_candidate]
+            val = val.reshape(len(self.lr_multipliers), self.train_seeds)
+            per_lr = np.where(np.isfinite(val).all(axis=1), val.mean(axis=1), np.inf)
+            if not np.isfinite(per_lr).any():
+                raise InputError(f"{program.name} diverges on {task.name} at every lr of the sweep: no reference")
+            at = dict(zip(self.lr_multipliers, per_lr))
+            references[task.name] = {**self.references[task.name], "val_loss": float(per_lr.min()),
+                                     "lr_multiplier": float(self.lr_multipliers[int(np.argmin(per_lr))]),
+                                     "tuned_val_loss": self.references[task.name]["val_loss"],
+                                     "val_loss_at_1x": float(at[1.0]) if 1.0 in at else None}
+        return dataclasses.replace(self, references=references)
 
     def compiles(self) -> int:
         return sum(self.trainer(t).compiles() for t in self.tasks)

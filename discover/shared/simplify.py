@@ -3,7 +3,10 @@
 The rewrites are pure functions of :mod:`discover.language.rewrite`: **folds** (:func:`canonicalize`,
 algebraic identities, applied after every change) and **edits** (:func:`candidate_edits`: bypass a
 statement, swap an op for a simpler one, round a constant), which change what the program computes. An edit
-is kept only when the fitness stays within ``tolerance`` of the original program's.
+is kept only when the fitness stays within ``tolerance`` of the original program's, on either side: an edit
+that makes the rule much better is a different algorithm, not a simpler way of writing this one. The fitness is
+tuned (the best over a sweep of learning-rate multipliers, :data:`discover.shared.scoring.ROBUST_LR_MULTIPLIERS`
+by default), so an edit cannot pass by moving the rule's best step size either.
 
 :func:`simplify` is the greedy loop. It takes ``score(programs) -> fitness array`` (lower is better), so
 it runs with any scorer: :func:`run_simplify` uses the meta-validation fitness of
@@ -30,13 +33,13 @@ from discover.infra.rundir import RunDir, RunDirError, TBLogger, program_markdow
 from discover.language.analysis import remove_dead_code, structural_hash
 from discover.language.program import Program, ProgramError, parse
 from discover.language.rewrite import candidate_edits, canonicalize
-from discover.shared.scoring import Scorer, with_steps
+from discover.shared.scoring import ROBUST_LR_MULTIPLIERS, Scorer, with_steps
 from envs.baselines import adamw_reference
 from envs.tasks import get_task
 
 ScoreFn = Callable[[Sequence[Program]], np.ndarray]
 
-DEFAULT_TOLERANCE = 0.01  # relative: keep a change when fitness <= original * (1 + tolerance)
+DEFAULT_TOLERANCE = 0.01  # relative: keep a change when |fitness - original| <= tolerance * |original|
 DEFAULT_BATCH = 16
 DEFAULT_METAVAL_TASKS = ("mlp_regression_metaval",)  # when the caller names no tasks
 DEFAULT_WORST = 1000.0  # fitness of a diverged candidate (the search config's fitness.worst default)
@@ -77,11 +80,21 @@ class SimplifyResult:
 
     @property
     def threshold(self) -> float:
-        return acceptance_threshold(self.fitness_original, self.tolerance)
+        """The highest fitness a kept change may have."""
+        return self.fitness_original + self.tolerance * abs(self.fitness_original)
+
+    @property
+    def lower(self) -> float:
+        """The lowest fitness a kept change may have."""
+        return self.fitness_original - self.tolerance * abs(self.fitness_original)
+
+    def accepts(self, fitness: float) -> bool:
+        return within_tolerance(fitness, self.fitness_original, self.tolerance)
 
 
-def acceptance_threshold(reference: float, tolerance: float) -> float:
-    return reference + tolerance * abs(reference)
+def within_tolerance(fitness: float, reference: float, tolerance: float) -> bool:
+    """Faithful: ``fitness`` differs from ``reference`` by at most ``tolerance`` (relative), either way."""
+    return math.isfinite(fitness) and abs(fitness - reference) <= tolerance * abs(reference)
 
 
 def _chunks(items: Sequence, size: int):
@@ -94,7 +107,7 @@ def simplify(program: Program, score: ScoreFn, *, tolerance: float = DEFAULT_TOL
     """Greedy simplification of ``program`` (see the module docstring).
 
     ``score(programs)`` returns one fitness per program (lower is better; it is called with at most
-    ``batch`` programs). A change is kept when its fitness is at most ``f0 + tolerance * |f0|``, ``f0`` the
+    ``batch`` programs). A change is kept when its fitness is within ``f0 ± tolerance * |f0|``, ``f0`` the
     fitness of the original program, so changes cannot drift away from it one small step at a time."""
     if tolerance < 0 or not math.isfinite(tolerance):
         raise InputError(f"tolerance must be a finite number >= 0, got {tolerance}")
@@ -126,13 +139,12 @@ def simplify(program: Program, score: ScoreFn, *, tolerance: float = DEFAULT_TOL
     f_live, f_folded = fitness_of([live, folded])
     if not math.isfinite(f_live):
         raise InputError("the program's own fitness is not finite (its training diverges): nothing to preserve")
-    threshold = acceptance_threshold(f_live, tolerance)
     if len(live) < len(program) or live.params != program.params:
         record(Step("dead code", f"{len(program) - len(live)} dead statement(s) removed (exact: never reach the"
                                  " update)", f_live, f_live, True, len(program), len(live), str(live)))
     current, f_current = live, f_live
     if folded != live:
-        ok = f_folded <= threshold
+        ok = within_tolerance(f_folded, f_live, tolerance)
         record(Step("fold", "algebraic identities folded", f_live, f_folded, ok, len(live), len(folded),
                     str(folded)))
         if ok:
@@ -145,7 +157,7 @@ def simplify(program: Program, score: ScoreFn, *, tolerance: float = DEFAULT_TOL
         for chunk in _chunks(edits, batch):
             values = fitness_of([e.program for e in chunk])
             for edit, f in zip(chunk, values):
-                if f <= threshold:
+                if within_tolerance(f, f_live, tolerance):
                     accepted = (edit, f)
                     break
                 rejected.update((structural_hash(edit.program), edit.key))
@@ -191,8 +203,8 @@ def report_markdown(result: SimplifyResult, scoring: str) -> str:
         "# discover simplify",
         "",
         (f"Scored on: {scoring}. Fitness = validation loss / tuned AdamW's (lower is better). A change is kept "
-         f"when fitness <= {_fmt(result.fitness_original)} x (1 + {result.tolerance:g}) = "
-         f"{_fmt(result.threshold)}."),
+         f"when its fitness stays within {_fmt(result.fitness_original)} x (1 ± {result.tolerance:g}) = "
+         f"[{_fmt(result.lower)}, {_fmt(result.threshold)}]: simpler, not different."),
         "",
         (f"**{len(result.original)} -> {len(result.program)} statements**, fitness "
          f"{_fmt(result.fitness_original)} -> {_fmt(result.fitness_final)}; {kept} change(s) kept, "
@@ -221,7 +233,7 @@ class ScoringSetup:
     tasks: tuple = DEFAULT_METAVAL_TASKS  # task names or envs.tasks.Task objects
     steps: int | None = None  # training steps per task; None = each task's own
     seeds: int = 1
-    lr_multipliers: tuple[float, ...] = (1.0,)
+    lr_multipliers: tuple[float, ...] = ROBUST_LR_MULTIPLIERS
     worst: float = DEFAULT_WORST
     reference_cache: pathlib.Path | None = None  # AdamW reference cache; None = checkpoints/.baselines.json
     references: dict | None = None  # precomputed AdamW references by task name (for these steps and seeds)
@@ -283,7 +295,7 @@ def scoring_setup(run: RunDir | None = None, *, tasks: Sequence | None = None, s
         tasks=tuple(DEFAULT_METAVAL_TASKS if tasks is None else tasks),
         steps=steps,
         seeds=1 if seeds is None else seeds,
-        lr_multipliers=tuple((1.0,) if lr_multipliers is None else lr_multipliers),
+        lr_multipliers=tuple(ROBUST_LR_MULTIPLIERS if lr_multipliers is None else lr_multipliers),
         worst=worst,
         reference_cache=pathlib.Path(reference_cache) if reference_cache is not None else None,
         references=dict(references) if references else None,
@@ -377,7 +389,7 @@ def run_simplify(source, *, tolerance: float = DEFAULT_TOLERANCE, tasks: Sequenc
     out.write_text("simplify.md", markdown)
     out.write_text("simplified.py", simplified_program_text(result, origin, scoring))
     out.write_json("simplify.json", {
-        "source": origin, "scoring": scoring, "tolerance": tolerance, "threshold": result.threshold,
+        "source": origin, "scoring": scoring, "tolerance": tolerance, "threshold": result.threshold, "lower": result.lower,
         "fitness_original": result.fitness_original, "fitness_final": result.fitness_final,
         "statements_original": len(result.original), "statements_final": len(result.program),
         "evaluations": result.evaluations, "original": str(result.original), "simplified": str(result.program),

@@ -20,6 +20,7 @@ from discover.shared.evolution import (
     scale_constants,
     update_hall,
 )
+from discover.shared.scoring import chosen_multipliers
 
 # ----------------------------------------------------------------------------------------------------------
 # Constant refinement with an evosax strategy
@@ -65,7 +66,7 @@ def run_refinement(state: SearchState, ctx: SearchContext) -> tuple[SearchState,
     """Refines the constants of the hall of fame's best ``refine.top_k`` programs; improved ones join it."""
     cfg = ctx.config.refine
     report, entries = [], []
-    cache, metaval_cache = dict(state.cache), dict(state.metaval_cache)
+    cache, metaval_cache, metaval_lr = dict(state.cache), dict(state.metaval_cache), dict(state.metaval_lr)
     for rank, entry in enumerate(state.hall[: cfg.top_k]):
         program = parse(entry.program, max_len=10**6)
         key = jax.random.fold_in(jax.random.key(ctx.config.seed), REFINE_SALT + rank)
@@ -76,12 +77,19 @@ def run_refinement(state: SearchState, ctx: SearchContext) -> tuple[SearchState,
         _, (fp,), _ = analyse([refined], ctx.max_len, ctx.n_state, pad_to=ctx.config.evolution.batch)
         cache.setdefault(fp, fitness)
         if fp not in metaval_cache:
-            metaval_cache[fp] = float(ctx.metaval.score([refined]).fitness[0]) if ctx.metaval else fitness
+            if ctx.metaval is not None:
+                scores = ctx.metaval.score([refined])
+                metaval_cache[fp] = float(scores.fitness[0])
+                metaval_lr[fp] = chosen_multipliers(scores)[0]
+            else:
+                metaval_cache[fp] = fitness
         entries.append(HallEntry(fingerprint=fp, program=str(refined), fitness=cache[fp], metaval=metaval_cache[fp],
-                                 generation=state.generation, parent=entry.program, origin="refined"))
+                                 generation=state.generation, parent=entry.program, origin="refined",
+                                 lr_multipliers=metaval_lr.get(fp)))
         report[-1]["metaval_after"] = metaval_cache[fp]
     hall = update_hall(state.hall, entries, ctx.config.hall_of_fame.size)
-    return dataclasses.replace(state, hall=hall, cache=cache, metaval_cache=metaval_cache, refined=True), report
+    return dataclasses.replace(state, hall=hall, cache=cache, metaval_cache=metaval_cache, metaval_lr=metaval_lr,
+                               refined=True), report
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -40,10 +40,20 @@ def top_programs_markdown(state: SearchState, k: int) -> str:
     return "\n\n".join(parts)
 
 
+def _multipliers(values: Sequence[float] | None) -> str:
+    return "?" if not values else ", ".join(f"{m:g}x" for m in values)
+
+
+def _geomean(values: Sequence[float] | None) -> float:
+    finite = [m for m in values or () if np.isfinite(m) and m > 0]
+    return float(np.exp(np.mean(np.log(finite)))) if finite else float("nan")
+
+
 def hall_markdown(hall: Sequence[HallEntry]) -> str:
     parts = []
     for rank, e in enumerate(hall, 1):
-        extra = f"meta-validation {_fmt(e.metaval)}, proxy {_fmt(e.fitness)}, generation {e.generation}, {e.origin}"
+        extra = (f"meta-validation {_fmt(e.metaval)}, proxy {_fmt(e.fitness)}, generation {e.generation}, "
+                 f"{e.origin}; best lr = tuned AdamW lr x {_multipliers(e.lr_multipliers)}")
         diff = program_diff(e.parent, e.program)
         if diff:
             extra += f"\n\ndiff against the parent:\n\n```diff\n{diff}\n```"
@@ -70,13 +80,18 @@ def log_generation(tb: TBLogger, state: SearchState, stats: dict, seconds: float
         "children/nonfinite": stats.get("nonfinite", 0),
         "children/dead_share": stats.get("dead_statements", 0) / max(stats.get("statements", 0), 1),
         "population/distinct": len({i.fingerprint for i in state.population}),
+        "lr/hall_best_multiplier": _geomean(state.hall[0].lr_multipliers),
         "search/restarts": state.restarts,
         "speed/candidates_per_s": stats.get("scored", 0) / max(seconds, 1e-9),
         "speed/children_per_s": stats.get("children", 0) / max(seconds, 1e-9),
         "speed/generation_s": seconds,
     }
     tb.scalars(g, scalars)
-    tb.histogram("fitness/population", fitness[fitness < ctx.config.fitness.worst], g)
+    tb.histogram("fitness/population", fitness[fitness < ctx.config.fitness.worst], g)  # failures: children/*
+    chosen = [_geomean(state.lr_choice.get(i.fingerprint)) for i in state.population]
+    chosen = np.log10([m for m in chosen if np.isfinite(m)])
+    if chosen.size:
+        tb.histogram("lr/population_log10_multiplier", chosen, g)
     if g % ctx.config.log.text_every == 0 or g == ctx.config.evolution.generations:
         tb.text("programs/top", top_programs_markdown(state, ctx.config.log.top_programs), g)
         tb.text("programs/best", hall_markdown(state.hall[:1]), g)
@@ -90,6 +105,7 @@ def best_program_text(config: SearchConfig, entry: HallEntry) -> str:
          f"generation {entry.generation}, {entry.origin})."),
         (f"# Fitness (val loss / tuned AdamW's, lower is better): proxy {_fmt(entry.fitness)}, "
          f"meta-validation {_fmt(entry.metaval)}."),
+        f"# Best lr per task: tuned AdamW lr x {_multipliers(entry.lr_multipliers)}.",
         f"# Proxy tasks: {', '.join(config.fitness.tasks)}; meta-validation: {', '.join(config.funnel.tasks) or '-'}.",
     ]
     return "\n".join(header) + "\n" + str(program)

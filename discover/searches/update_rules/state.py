@@ -39,6 +39,8 @@ class SearchState:
     rng: np.random.Generator
     seed_fitness: float = math.inf  # best fitness among the seed programs
     seed_metaval: float = math.inf
+    lr_choice: dict[str, list[float]] = dataclasses.field(default_factory=dict)  # fp -> multiplier per proxy task
+    metaval_lr: dict[str, list[float]] = dataclasses.field(default_factory=dict)  # fp -> per meta-validation task
 
 
 def state_to_checkpoint(state: SearchState) -> tuple[dict, dict]:
@@ -62,6 +64,8 @@ def state_to_checkpoint(state: SearchState) -> tuple[dict, dict]:
         "rng": rng_to_json(state.rng),
         "seed_fitness": state.seed_fitness,
         "seed_metaval": state.seed_metaval,
+        "lr_choice": state.lr_choice,
+        "metaval_lr": state.metaval_lr,
     }
     return arrays, meta
 
@@ -112,6 +116,8 @@ def state_from_checkpoint(
             best_score=float(meta["best_score"]), best_generation=int(meta["best_generation"]),
             restarts=int(meta["restarts"]), refined=bool(meta["refined"]), rng=rng_from_json(meta["rng"]),
             seed_fitness=float(meta["seed_fitness"]), seed_metaval=float(meta["seed_metaval"]),
+            lr_choice={k: [float(x) for x in v] for k, v in meta.get("lr_choice", {}).items()},
+            metaval_lr={k: [float(x) for x in v] for k, v in meta.get("metaval_lr", {}).items()},
         )
     except CheckpointError as exc:
         if str(exc).startswith(where):

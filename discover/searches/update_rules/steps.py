@@ -26,7 +26,7 @@ from discover.shared.evolution import (
     tournament,
     update_hall,
 )
-from discover.shared.scoring import Scorer, compute_references, with_steps
+from discover.shared.scoring import Scorer, chosen_multipliers, compute_references, with_steps
 from envs import tasks as task_registry
 from search_spaces.update_rules import UpdateRuleSpace, seed
 
@@ -69,12 +69,13 @@ def make_context(config: SearchConfig, references: dict) -> SearchContext:
     proxy = Scorer(tasks=[with_steps(task_registry.get_task(n), config.fitness.steps) for n in config.fitness.tasks],
                    references=references["proxy"], train_seeds=config.fitness.train_seeds,
                    batch=config.evolution.batch, **common)
+    proxy = _swept(proxy)
     metaval = None
     if config.funnel.tasks:
         metaval = Scorer(tasks=[with_steps(task_registry.get_task(n), config.funnel.steps) for n in config.funnel.tasks],
                          references=references["metaval"], train_seeds=config.funnel.train_seeds,
-                         batch=config.funnel.top_k,
-                         **common)
+                         batch=config.funnel.top_k, **common)
+        metaval = _swept(metaval)
     return SearchContext(config=config, space=space, proxy=proxy, metaval=metaval)
 
 
@@ -90,8 +91,7 @@ def initial_state(ctx: SearchContext) -> SearchState:
     unique = list(dict.fromkeys(fps))
     scores = ctx.proxy.score([live[fps.index(fp)] for fp in unique])
     cache = {fp: float(f) for fp, f in zip(unique, scores.fitness)}
-    if "adamw" in fp_of:
-        _check_adamw_reference(ctx, scores.per_task[unique.index(fp_of["adamw"])])
+    lr_choice = dict(zip(unique, chosen_multipliers(scores)))
     chosen = [config.start_from[i % len(config.start_from)] for i in range(P)]
     population = [Individual(seed(n), cache[fp_of[n]], fp_of[n], birth=i) for i, n in enumerate(chosen)]
     totals = dict.fromkeys(TOTALS, 0)
@@ -100,7 +100,7 @@ def initial_state(ctx: SearchContext) -> SearchState:
     state = SearchState(
         generation=0, births=P, population=population, cache=cache, metaval_cache={}, hall=[], totals=totals,
         best_score=math.inf, best_generation=0, restarts=0, refined=False,
-        rng=np.random.default_rng(config.seed), seed_fitness=float(min(cache.values())),
+        rng=np.random.default_rng(config.seed), seed_fitness=float(min(cache.values())), lr_choice=lr_choice,
     )
     state, _ = run_funnel(state, ctx)
     state.seed_metaval = min(e.metaval for e in state.hall)
@@ -108,19 +108,30 @@ def initial_state(ctx: SearchContext) -> SearchState:
     return state
 
 
-def _check_adamw_reference(ctx: SearchContext, per_task: np.ndarray) -> None:
-    """The AdamW seed is optax's AdamW: against its own tuned reference it scores 1.0 (with multiplier 1.0). Any
-    other value means the reference does not describe the task (e.g. a stale cache entry): say so."""
-    multipliers = ctx.config.fitness.lr_multipliers
-    if 1.0 not in multipliers:
-        return
-    for task, value in zip(ctx.proxy.tasks, per_task):
-        stale = value > 1.0 + 1e-3 or (len(multipliers) == 1 and value < 1.0 - 1e-3)
-        if stale:
+def _swept(scorer: Scorer) -> Scorer:
+    """``scorer`` compared with AdamW tuned over its own lr sweep (when AdamW fits the search space's encoding:
+    otherwise with the cached tuned reference alone)."""
+    adamw = seed("adamw")
+    if len(adamw) > scorer.max_len or len(adamw.state) > scorer.n_state:
+        return scorer
+    scorer = scorer.swept(adamw)
+    _check_references(scorer)
+    return scorer
+
+
+def _check_references(scorer: Scorer) -> None:
+    """The references are AdamW's best over the sweep (:meth:`Scorer.swept`). At multiplier 1.0 AdamW must give
+    the cached tuned reference's own val loss (same trainer, seeds and lr): any other value means the cached
+    reference does not describe the task (e.g. a stale cache entry), so say so."""
+    for task in scorer.tasks:
+        ref = scorer.references[task.name]
+        at_1x, cached = ref.get("val_loss_at_1x"), ref["tuned_val_loss"]
+        if at_1x is not None and abs(at_1x - cached) > 1e-3 * abs(cached):
             warnings.warn(
-                f"the AdamW seed scores {value:.4f} on {task.name} against its tuned-AdamW reference (expected 1.0):"
-                " the reference cache (fitness.reference_cache) may be stale, e.g. a task changed without"
-                " envs.tasks.TASK_CODE_VERSION being bumped; delete the cache file to recompute it", stacklevel=3)
+                f"AdamW at its tuned lr gives val loss {at_1x:.6g} on {task.name}, its cached reference says "
+                f"{cached:.6g}: the reference cache (fitness.reference_cache) may be stale, e.g. a task changed "
+                "without envs.tasks.TASK_CODE_VERSION being bumped; delete the cache file to recompute it",
+                stacklevel=3)
 
 
 def run_generation(state: SearchState, ctx: SearchContext) -> tuple[SearchState, dict]:
@@ -128,6 +139,7 @@ def run_generation(state: SearchState, ctx: SearchContext) -> tuple[SearchState,
     evo = ctx.config.evolution
     rng = state.rng
     population, births, cache = list(state.population), state.births, dict(state.cache)
+    lr_choice = dict(state.lr_choice)
     pending: dict[str, tuple] = {}  # fingerprint -> first novel child (scored below)
     waiting: list[tuple] = []  # (birth, child, kind, parent live text, fingerprint) joining after scoring
     stats = collections.Counter()
@@ -159,15 +171,16 @@ def run_generation(state: SearchState, ctx: SearchContext) -> tuple[SearchState,
                 waiting.append(record)
     if pending:
         scores = ctx.proxy.score([lv for _, lv in pending.values()])
-        for fp, f in zip(pending, scores.fitness):
+        for fp, f, row in zip(pending, scores.fitness, chosen_multipliers(scores)):
             cache[fp] = float(f)
+            lr_choice[fp] = row
         stats["scored"] += len(pending)
         stats["nonfinite"] += int(scores.nonfinite.sum())
     for record in sorted(waiting, key=lambda r: r[0]):
         population = add_member(population, _individual(record, cache[record[4]]), evo.population)
     totals = {k: state.totals.get(k, 0) + stats[k] for k in TOTALS}
     new = dataclasses.replace(state, generation=state.generation + 1, births=births, population=population,
-                              cache=cache, totals=totals)
+                              cache=cache, totals=totals, lr_choice=lr_choice)
     return new, dict(stats)
 
 
@@ -180,21 +193,24 @@ def run_funnel(state: SearchState, ctx: SearchContext) -> tuple[SearchState, dic
     """The best distinct programs go to meta-validation (those not scored there yet); the hall of fame is
     updated and ranked by meta-validation fitness (by proxy fitness when the funnel has no tasks)."""
     top = top_distinct(state.population, ctx.config.funnel.top_k)
-    metaval_cache = dict(state.metaval_cache)
+    metaval_cache, metaval_lr = dict(state.metaval_cache), dict(state.metaval_lr)
     new = [ind for ind in top if ind.fingerprint not in metaval_cache]
     nonfinite = 0
     if new:
         if ctx.metaval is not None:
             scores = ctx.metaval.score([remove_dead_code(i.program) for i in new])
             values, nonfinite = scores.fitness, int(scores.nonfinite.sum())
+            metaval_lr.update({i.fingerprint: row for i, row in zip(new, chosen_multipliers(scores))})
         else:
             values = [i.fitness for i in new]
         metaval_cache.update({i.fingerprint: float(v) for i, v in zip(new, values)})
+    chosen = metaval_lr if ctx.metaval is not None else state.lr_choice
     entries = [HallEntry(fingerprint=i.fingerprint, program=live_text(i.program), fitness=i.fitness,
-                         metaval=metaval_cache[i.fingerprint], generation=state.generation, parent=i.parent)
+                         metaval=metaval_cache[i.fingerprint], generation=state.generation, parent=i.parent,
+                         lr_multipliers=chosen.get(i.fingerprint))
                for i in top]
     hall = update_hall(state.hall, entries, ctx.config.hall_of_fame.size)
-    new_state = dataclasses.replace(state, metaval_cache=metaval_cache, hall=hall)
+    new_state = dataclasses.replace(state, metaval_cache=metaval_cache, metaval_lr=metaval_lr, hall=hall)
     return new_state, {"rescored": len(new), "metaval_nonfinite": nonfinite}
 
 
