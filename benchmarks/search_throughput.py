@@ -1,7 +1,7 @@
 """Search throughput: candidates scored per second by the batched search vs one by one.
 
     JAX_PLATFORMS=cpu python benchmarks/search_throughput.py [--task mlp_regression_proxy] [--candidates 64]
-        [--batch 32] [--one-by-one 12] [--quickstart]
+        [--batch 32] [--one-by-one 12] [--quickstart] [--sweep [--repeats 5]]
 
 * **batched** (what ``discover search`` does): the candidates, padded to ``--batch``, train together in ONE call of
   the population trainer running the batched interpreter (one compilation for the task shape, reused by every
@@ -44,7 +44,7 @@ from discover.language.analysis import remove_dead_code
 from discover.language.optax_export import to_optax
 from discover.searches import update_rules as search
 from discover.shared import evolution
-from discover.shared.scoring import Scorer
+from discover.shared.scoring import ROBUST_LR_MULTIPLIERS, Scorer
 from envs.baselines import reference_keys
 from envs.tasks import get_task
 from search_spaces.update_rules import UpdateRuleSpace, seed
@@ -142,6 +142,32 @@ def run(task_name: str, n: int, batch: int, one_by_one: int, lr: float | None) -
     }
 
 
+def sweep_rows(task_name: str, batch: int, repeats: int) -> dict:
+    """Trainer rows per second (a row: one candidate x task x lr point x seed), warm, for one lr point (the old
+    fitness) and the robust fitness's sweep, timed in interleaved rounds in this process (the machine's load
+    hits both alike): the sweep must add rows, not overhead."""
+    task = get_task(task_name)
+    programs = candidates(batch)
+    scorers = {label: Scorer(tasks=[task], references={task.name: {"lr": task.lr, "val_loss": 1.0}}, train_seeds=1,
+                             lr_multipliers=tuple(m), worst=float("inf"), batch=batch, max_len=20, n_state=3)
+               for label, m in (("one_lr", (1.0,)), ("sweep", ROBUST_LR_MULTIPLIERS))}
+    times = {label: [] for label in scorers}
+    for scorer in scorers.values():
+        scorer.score(programs)  # compile
+    for _ in range(repeats):
+        for label, scorer in scorers.items():
+            t0 = time.perf_counter()
+            scorer.score(programs)
+            times[label].append(time.perf_counter() - t0)
+    out = {}
+    for label, scorer in scorers.items():
+        rows, median = batch * len(scorer.lr_multipliers), float(np.median(times[label]))
+        out[label] = {"rows": rows, "median_s": round(median, 4), "rows_per_s": round(rows / median, 1)}
+    out["rows_per_s_ratio_sweep_over_one_lr"] = round(out["sweep"]["rows_per_s"] / out["one_lr"]["rows_per_s"], 3)
+    out["candidates_per_s_ratio"] = round(out["one_lr"]["median_s"] / out["sweep"]["median_s"], 3)
+    return out
+
+
 def quickstart() -> dict:
     import tempfile
 
@@ -161,9 +187,13 @@ def main() -> None:
     ap.add_argument("--one-by-one", type=int, default=12)
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--quickstart", action="store_true", help="also run the quickstart (memory, compilations)")
+    ap.add_argument("--sweep", action="store_true", help="also: trainer rows/s with the robust lr sweep vs one lr")
+    ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     result = {"backend": jax.default_backend(), "devices": str(jax.devices()), "machine": platform.machine(),
               **run(args.task, args.candidates, args.batch, args.one_by_one, args.lr)}
+    if args.sweep:
+        result["sweep_rows"] = sweep_rows(args.task, args.batch, args.repeats)
     if args.quickstart:
         result["quickstart"] = quickstart()
     print(json.dumps(result, indent=1))

@@ -96,6 +96,7 @@ class Scorer:
     n_state: int
     needs_hessian: bool = False
     devices: Any = 1  # the population axis is sharded over this many devices ("all" or N)
+    first_seed: int = 0  # training seeds first_seed, first_seed + 1, ...: 0 is the references' own seeds
 
     @property
     def members_per_candidate(self) -> int:
@@ -110,7 +111,9 @@ class Scorer:
 
     @functools.cached_property
     def _keys(self):
-        return jnp.tile(reference_keys(self.train_seeds), self.batch * len(self.lr_multipliers))
+        keys = reference_keys(self.train_seeds) if self.first_seed == 0 else \
+            jnp.stack([jax.random.key(self.first_seed + s) for s in range(self.train_seeds)])
+        return jnp.tile(keys, self.batch * len(self.lr_multipliers))
 
     def _lrs(self, task) -> jax.Array:
         base = self.references[task.name]["lr"]

@@ -317,11 +317,16 @@ def make_score_fn(setup: ScoringSetup, program: Program, batch: int) -> ScoreFn:
     scorer = Scorer(tasks=tasks, references=refs, train_seeds=setup.seeds, lr_multipliers=setup.lr_multipliers,
                     worst=setup.worst, batch=batch, max_len=max(8, len(program)),
                     n_state=max(1, len(program.state)), needs_hessian=program.reads_h)
+    return score_fn(scorer)
+
+
+def score_fn(scorer: Scorer) -> ScoreFn:
+    """``score(programs)`` of a Scorer for :func:`simplify`: a diverged candidate (worst fitness on some task)
+    scores inf, so it is never an acceptable simplification."""
 
     def score(programs):
         scores = scorer.score(programs)
-        # a diverged candidate (worst fitness on some task) is never an acceptable simplification
-        return np.where(scores.nonfinite | (scores.fitness >= setup.worst), np.inf, scores.fitness)
+        return np.where(scores.nonfinite | (scores.fitness >= scorer.worst), np.inf, scores.fitness)
 
     return score
 
@@ -418,6 +423,7 @@ __all__ = [
     "make_score_fn",
     "run_references",
     "run_simplify",
+    "score_fn",
     "scoring_setup",
     "simplify",
 ]

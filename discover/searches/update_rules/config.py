@@ -14,6 +14,7 @@ from discover.infra.search_config import BaseSearchConfig, redefault
 from discover.language.mutation import DEFAULT_WEIGHTS
 from discover.language.ops import OP_BY_NAME
 from discover.shared.es import STRATEGY_NAMES
+from discover.shared.scoring import ROBUST_LR_MULTIPLIERS
 from envs import tasks as task_registry
 from search_spaces.update_rules import SEED_NAMES, UpdateRuleSpace, seed
 
@@ -79,8 +80,9 @@ class FitnessSection:
     train_seeds: int = dataclasses.field(
         default=1, metadata={"min": 1, "help": "training seeds per candidate", "renamed_from": "seeds"})
     lr_multipliers: list[float] = dataclasses.field(
-        default_factory=lambda: [1.0],
-        metadata={"min": 1e-6, "max": 1e6, "help": "lr input = tuned AdamW lr x each; a candidate keeps its best"})
+        default_factory=lambda: list(ROBUST_LR_MULTIPLIERS),
+        metadata={"min": 1e-6, "max": 1e6, "help": "lr input = tuned AdamW lr x each; a candidate keeps its best "
+                                                   "(and AdamW's reference is its best over the same sweep)"})
     worst: float = dataclasses.field(
         default=1000.0, metadata={"min": 1.0, "help": "fitness of a diverged / NaN candidate (and the cap)"})
     reference_cache: str | None = dataclasses.field(
@@ -130,6 +132,33 @@ class RefineSection:
 
 
 @dataclasses.dataclass(frozen=True)
+class HeldoutSection:
+    enabled: bool = dataclasses.field(
+        default=True, metadata={"help": "when the search ends: robustness check, faithful simplify and transfer of "
+                                        "the best programs to held-out target tasks (false: skip, for quick runs)"})
+    top_k: int = dataclasses.field(
+        default=2, metadata={"min": 1, "help": "best hall-of-fame programs (by meta-validation) checked"})
+    train_seeds: int = dataclasses.field(
+        default=2, metadata={"min": 1, "help": "fresh training seeds of the robustness check"})
+    jitter: float = dataclasses.field(
+        default=0.01, metadata={"min": 0.0, "max": 0.5, "help": "relative jitter of every constant"})
+    jitters: int = dataclasses.field(default=4, metadata={"min": 1, "help": "jittered copies scored per program"})
+    fragility: float = dataclasses.field(
+        default=0.05, metadata={"min": 0.0, "help": "a program whose fitness moves by more than this (relative) "
+                                                    "under jitter or fresh seeds is fragile: not a discovery"})
+    tolerance: float = dataclasses.field(
+        default=0.01, metadata={"min": 0.0, "help": "simplify: an edit keeps the fitness within this (relative)"})
+    targets: list[str] = dataclasses.field(
+        default_factory=list,
+        metadata={"choices": _RegisteredTasks(), "help": "target tasks the simplified winner is transferred to, "
+                                                         "against tuned baselines; [] = no transfer"})
+    baselines: list[str] = dataclasses.field(
+        default_factory=lambda: ["adamw"], metadata={"help": "optimizers tuned alongside on the targets"})
+    seeds: int = dataclasses.field(
+        default=5, metadata={"min": 2, "help": "fresh training seeds per optimizer on each target"})
+
+
+@dataclasses.dataclass(frozen=True)
 class LogSection:
     text_every: int = dataclasses.field(
         default=10, metadata={"min": 1, "help": "generations between top-program texts in TensorBoard"})
@@ -150,6 +179,7 @@ class SearchConfig(BaseSearchConfig):
     hall_of_fame: HallOfFameSection = dataclasses.field(default_factory=HallOfFameSection)
     restart: RestartSection = dataclasses.field(default_factory=RestartSection)
     refine: RefineSection = dataclasses.field(default_factory=RefineSection)
+    heldout: HeldoutSection = dataclasses.field(default_factory=HeldoutSection)
     log: LogSection = dataclasses.field(default_factory=LogSection)
 
     def __post_init__(self) -> None:

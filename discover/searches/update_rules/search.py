@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 from discover.infra.config import load_config
 from discover.infra.rundir import RunDir, TBLogger
 from discover.searches.update_rules.config import SearchConfig, load_search_config
+from discover.searches.update_rules.heldout import heldout_evaluation
 from discover.searches.update_rules.refine import run_refinement
 from discover.searches.update_rules.report import hall_markdown, log_generation, write_outputs
 from discover.searches.update_rules.state import (
@@ -72,14 +73,26 @@ class UpdateRuleSummary(Summary):
     restarts: int = 0
     refinement: list = dataclasses.field(default_factory=list)
     trainer_compiles: int = 0
+    heldout: dict | None = None  # robustness, simplify and transfer of the best programs (None: skipped)
 
     def headline(self) -> list[str]:
-        return [
-            (f"best fitness {self.best_fitness:.4f} (val loss / tuned AdamW; < 1 beats AdamW), meta-validation "
-             f"{self.best_metaval:.4f}; start programs: {self.seed_fitness:.4f}"),
+        lines = [
+            (f"best fitness {self.best_fitness:.4f} (val loss / AdamW tuned over the same lr sweep; < 1 beats "
+             f"AdamW), meta-validation {self.best_metaval:.4f}; start programs: {self.seed_fitness:.4f}"),
             (f"cache hit rate {self.cache_hit_rate:.0%}, dead statements {self.dead_share:.0%}, "
              f"{self.candidates_scored} candidates scored"),
         ]
+        if self.heldout is None:
+            return lines + ["held-out evaluation skipped (heldout.enabled: false)"]
+        for f in self.heldout["finalists"]:
+            what = "fragile: not a discovery" if f["fragile"] else \
+                f"robust; simplified {f['statements'][0]} -> {f['statements'][1]} statements"
+            lines.append(f"#{f['rank']}: fresh seeds {f['fresh']:.4f} (moved {f['seed_move']:.1%}), constants "
+                         f"jittered: moved at most {f['jitter_move']:.1%}: {what}")
+        lines += [v["line"] for v in self.heldout["verdicts"]]
+        if self.heldout.get("winner"):
+            lines.append(f"best.py: {self.heldout['winner']}, the simplified best robust program")
+        return lines
 
     def hparam_metrics(self) -> dict[str, float]:
         return {"best_fitness": self.best_fitness, "best_metaval": self.best_metaval,
@@ -162,16 +175,19 @@ class UpdateRuleSearch:
         config, search = ctx.search.config, ctx.search
         write_outputs(ctx.run_dir, config, state)
         tb.text("hall_of_fame", hall_markdown(state.hall), state.generation)
+        heldout = heldout_evaluation(state, search, ctx.run_dir) if config.heldout.enabled else None
         totals, best = state.totals, state.hall[0]
         return UpdateRuleSummary(
             kind=self.kind, name=config.name, run_dir=str(ctx.run_dir.path), generations_done=state.generation,
-            generations=config.evolution.generations, files=["best.py", "hall_of_fame.json", "references.json"],
+            generations=config.evolution.generations,
+            files=["best.py", "hall_of_fame.json", "references.json", *(heldout["files"] if heldout else [])],
             best_program=best.program, best_fitness=best.fitness, best_metaval=best.metaval,
             seed_fitness=state.seed_fitness, seed_metaval=state.seed_metaval, children=totals["children"],
             candidates_scored=totals["scored"], cache_hit_rate=totals["hits"] / max(totals["children"], 1),
             dead_share=totals["dead_statements"] / max(totals["statements"], 1), invalid=totals["invalid"],
             nonfinite=totals["nonfinite"], restarts=state.restarts, refinement=ctx.refinement,
             trainer_compiles=search.proxy.compiles() + (search.metaval.compiles() if search.metaval else 0),
+            heldout=heldout,
         )
 
 

@@ -69,13 +69,13 @@ def make_context(config: SearchConfig, references: dict) -> SearchContext:
     proxy = Scorer(tasks=[with_steps(task_registry.get_task(n), config.fitness.steps) for n in config.fitness.tasks],
                    references=references["proxy"], train_seeds=config.fitness.train_seeds,
                    batch=config.evolution.batch, **common)
-    proxy = _swept(proxy)
+    proxy = swept_against_adamw(proxy)
     metaval = None
     if config.funnel.tasks:
         metaval = Scorer(tasks=[with_steps(task_registry.get_task(n), config.funnel.steps) for n in config.funnel.tasks],
                          references=references["metaval"], train_seeds=config.funnel.train_seeds,
                          batch=config.funnel.top_k, **common)
-        metaval = _swept(metaval)
+        metaval = swept_against_adamw(metaval)
     return SearchContext(config=config, space=space, proxy=proxy, metaval=metaval)
 
 
@@ -108,7 +108,7 @@ def initial_state(ctx: SearchContext) -> SearchState:
     return state
 
 
-def _swept(scorer: Scorer) -> Scorer:
+def swept_against_adamw(scorer: Scorer) -> Scorer:
     """``scorer`` compared with AdamW tuned over its own lr sweep (when AdamW fits the search space's encoding:
     otherwise with the cached tuned reference alone)."""
     adamw = seed("adamw")

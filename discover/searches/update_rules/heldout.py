@@ -1,0 +1,166 @@
+"""What a search's best programs are worth outside the proxies, checked when the search ends (``heldout``).
+
+1. **Robustness.** Each of the ``heldout.top_k`` best programs (by meta-validation) is scored again on FRESH
+   training seeds (seeds no reference and no search score used; AdamW's reference is re-tuned on them), and
+   ``heldout.jitters`` copies with every constant jittered by ``heldout.jitter`` (relative) are scored on the
+   same seeds. A program whose fitness moves by more than ``heldout.fragility`` either way is *fragile*: it has
+   found a point of the proxies, not an algorithm, and is not reported as a discovery.
+2. **Faithful simplify.** Each robust program is simplified with the meta-validation fitness (the same lr
+   sweep), every edit kept only while the fitness stays within ``heldout.tolerance``.
+3. **Transfer.** The simplified programs are trained on the held-out ``heldout.targets`` against tuned
+   baselines (:func:`discover.shared.transfer.run_transfer`: hyperparameters chosen on some seeds, reported on
+   fresh ones, paired 95% verdicts), written under ``transfer/`` in the run directory.
+
+The run's ``best.py`` becomes the simplified winner (the best robust program), named after the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+
+import numpy as np
+
+from discover.infra.rundir import RunDir
+from discover.language.program import Program, parse
+from discover.searches.update_rules.config import HeldoutSection, SearchConfig
+from discover.searches.update_rules.state import SearchState
+from discover.searches.update_rules.steps import SearchContext, swept_against_adamw
+from discover.shared.evolution import HallEntry, constant_slots, scale_constants
+from discover.shared.simplify import score_fn, simplify
+from discover.shared.transfer import run_transfer
+
+FRESH_SEED = 10_007  # first training seed of the robustness check: far from the references' seeds 0, 1, ...
+JITTER_SALT = 31_337
+SIMPLIFY_BATCH = 16
+
+
+@dataclasses.dataclass
+class Finalist:
+    rank: int  # in the hall of fame, from 1
+    entry: HallEntry
+    fresh: float  # meta-validation fitness on fresh seeds
+    jittered: list[float]  # the same, constants jittered
+    seed_move: float  # |fresh / metaval - 1|
+    jitter_move: float  # max |jittered / fresh - 1|
+    fragile: bool
+    simplified: str | None = None  # the simplified program's text (robust finalists only)
+    simplified_fitness: float | None = None
+    statements: tuple[int, int] | None = None  # before, after simplify
+
+    def to_json(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["entry"] = self.entry.fingerprint
+        out["program"] = self.entry.program
+        return out
+
+
+def _relative_move(value: float, reference: float) -> float:
+    if not (math.isfinite(value) and math.isfinite(reference)) or reference == 0:
+        return math.inf
+    return abs(value / reference - 1.0)
+
+
+def jittered_copies(program: Program, cfg: HeldoutSection, rng: np.random.Generator) -> list[Program]:
+    """``cfg.jitters`` copies of ``program``, each constant scaled by 1 ± ``cfg.jitter`` (signs at random; an
+    interp rate ``a`` has its ``1 - a`` scaled, so it stays a rate)."""
+    slots = constant_slots(program)
+    if not slots:
+        return []
+    return [scale_constants(program, np.log2(1.0 + cfg.jitter * rng.choice([-1.0, 1.0], len(slots))))
+            for _ in range(cfg.jitters)]
+
+
+def check_robustness(hall: list[HallEntry], ctx: SearchContext, cfg: HeldoutSection, seed: int) -> list[Finalist]:
+    """Scores the ``cfg.top_k`` best entries and their jittered copies on fresh seeds (see the module doc)."""
+    base = ctx.metaval if ctx.metaval is not None else ctx.proxy
+    scorer = swept_against_adamw(dataclasses.replace(base, train_seeds=cfg.train_seeds, first_seed=FRESH_SEED,
+                                                     batch=cfg.jitters + 1))
+    rng = np.random.default_rng([seed, JITTER_SALT])
+    finalists = []
+    for rank, entry in enumerate(hall[: cfg.top_k], 1):
+        program = parse(entry.program, max_len=10**6)
+        copies = jittered_copies(program, cfg, rng)
+        scores = scorer.score([program, *copies])
+        fitness = np.where(scores.nonfinite, np.inf, scores.fitness)
+        fresh, jittered = float(fitness[0]), [float(x) for x in fitness[1:]]
+        seed_move = _relative_move(fresh, entry.metaval)
+        jitter_move = max((_relative_move(j, fresh) for j in jittered), default=0.0)
+        fragile = not math.isfinite(fresh) or seed_move > cfg.fragility or jitter_move > cfg.fragility
+        finalists.append(Finalist(rank, entry, fresh, jittered, seed_move, jitter_move, fragile))
+    return finalists
+
+
+def simplify_finalists(finalists: list[Finalist], ctx: SearchContext, cfg: HeldoutSection) -> None:
+    """Simplifies the robust finalists in place with the meta-validation fitness (reference seeds, lr sweep)."""
+    base = ctx.metaval if ctx.metaval is not None else ctx.proxy
+    score = score_fn(dataclasses.replace(base, batch=SIMPLIFY_BATCH))
+    for f in finalists:
+        if f.fragile:
+            continue
+        program = parse(f.entry.program, max_len=10**6)
+        result = simplify(program, score, tolerance=cfg.tolerance, batch=SIMPLIFY_BATCH)
+        f.simplified, f.simplified_fitness = str(result.program), result.fitness_final
+        f.statements = (len(result.original), len(result.program))
+
+
+def program_name(config: SearchConfig, rank: int) -> str:
+    """A Python identifier naming the run's rank-th discovery, e.g. ``quickstart_1``."""
+    slug = re.sub(r"\W+", "_", config.name).strip("_").lower() or "discovered"
+    if slug[0].isdigit():
+        slug = f"rule_{slug}"
+    return f"{slug}_{rank}"
+
+
+def winner_text(config: SearchConfig, finalist: Finalist, transfer_lines: list[str]) -> str:
+    program = parse(finalist.simplified, max_len=10**6).replace(name=program_name(config, finalist.rank))
+    e = finalist.entry
+    header = [
+        (f"# Discovered by `discover search` (run '{config.name}', seed {config.seed}, generation {e.generation}), "
+         f"simplified faithfully ({finalist.statements[0]} -> {finalist.statements[1]} statements)."),
+        (f"# Fitness (val loss / AdamW tuned over the same lr sweep, lower is better): proxy {e.fitness:.5g}, "
+         f"meta-validation {e.metaval:.5g}, on fresh seeds {finalist.fresh:.5g}; constants jittered by "
+         f"{config.heldout.jitter:g}: moves at most {finalist.jitter_move:.2%}."),
+        f"# Proxy tasks: {', '.join(config.fitness.tasks)}; meta-validation: {', '.join(config.funnel.tasks) or '-'}.",
+        *(f"# {line}" for line in transfer_lines),
+    ]
+    return "\n".join(header) + "\n" + str(program)
+
+
+def heldout_evaluation(state: SearchState, ctx: SearchContext, run_dir: RunDir) -> dict:
+    """Robustness, simplify and transfer of the best programs; writes ``heldout.json``, ``transfer/`` and (when
+    a robust program exists) ``best.py`` as the simplified winner. Returns what ``results.json`` records."""
+    config, cfg = ctx.config, ctx.config.heldout
+    finalists = check_robustness(state.hall, ctx, cfg, config.seed)
+    simplify_finalists(finalists, ctx, cfg)
+    robust = [f for f in finalists if not f.fragile]
+    report: dict = {"finalists": [f.to_json() for f in finalists], "transfer": None, "verdicts": []}
+    files = ["heldout.json"]
+    if robust and cfg.targets:
+        programs = {program_name(config, f.rank): parse(f.simplified, max_len=10**6) for f in robust}
+        run_transfer(programs, tasks=cfg.targets, baselines=cfg.baselines, seeds=cfg.seeds,
+                     out_dir=run_dir.path / "transfer", tb=False, console=None)
+        report["transfer"] = "transfer/transfer.json"
+        report["verdicts"] = transfer_verdicts(run_dir, list(programs))
+        files += ["transfer/transfer.md", "transfer/transfer.json"]
+    if robust:
+        lines = [v["line"] for v in report["verdicts"] if v["program"] == program_name(config, robust[0].rank)]
+        run_dir.write_text("best.py", winner_text(config, robust[0], lines))
+        report["winner"] = program_name(config, robust[0].rank)
+    run_dir.write_json("heldout.json", report)
+    report["files"] = files
+    return report
+
+
+def transfer_verdicts(run_dir: RunDir, programs: list[str]) -> list[dict]:
+    """One line per (program, target, baseline) from the transfer report: better / worse / tie at 95%."""
+    data = run_dir.read_json("transfer/transfer.json")
+    out = []
+    for task, result in data.get("tasks", {}).items():
+        for comparison in result.get("comparisons", []):
+            if comparison.get("program") in programs:
+                out.append({**comparison, "task": task,
+                            "line": f"{task}: {comparison['program']} vs {comparison['baseline']}: "
+                                    f"{comparison['verdict']} ({comparison.get('summary', '')})"})
+    return out
