@@ -18,6 +18,11 @@ and the hash random numbers are in envs/task_data.py):
 - `noisy_quadratic`  rotated ill-conditioned quadratic with gradient noise whose covariance is proportional to
                      the Hessian (the "noisy quadratic model").
 - `mlp_wine`         MLP classifier on scikit-learn's wine data (target task).
+- `mlp_digits`, `mlp_breast_cancer`, `mlp_diabetes` (regression), `autoencoder_digits`: MLP target tasks
+                     (envs/vector_families.py, data in envs/pool_data.py).
+
+The proxy pool (envs/task_pool.py: `sample_task_pool`) samples further, unregistered proxy tasks (`build_task`),
+and fixes which families meta-validation uses.
 
 Kinds: `proxy` (tiny, used inside the search), `metaval` (more steps, wider: the meta-validation funnel) and
 `target` (larger held-out tasks where transfer is reported). `register_task` adds more.
@@ -43,6 +48,7 @@ from envs.task_data import (
     hash_randint,
 )
 from envs.task_families import BUILDERS, hash_normal_init
+from envs.vector_families import BUILDERS as VECTOR_BUILDERS
 
 KINDS = ("proxy", "metaval", "target")
 
@@ -104,21 +110,31 @@ def get_task(name: str) -> Task:
     if name not in _REGISTRY:
         raise InputError(f"unknown task '{name}' (known: {', '.join(task_names())})")
     entry = _REGISTRY[name]
-    fields = dict(entry.builder(**dict(entry.params)))
+    return build_task(name, entry.kind, entry.family, entry.builder, **dict(entry.params))
+
+
+def build_task(name: str, kind: str, family: str, builder: Callable[..., dict], **params) -> Task:
+    """A Task from `builder(**params)` with its spec (name, kind, family, builder's name, params, data
+    fingerprint, TASK_CODE_VERSION), without registering it (`get_task` builds registered tasks with it; the
+    proxy pool of envs/task_pool.py builds its sampled tasks with it)."""
+    if kind not in KINDS:
+        raise ValueError(f"task '{name}': kind must be one of {KINDS}, got '{kind}'")
+    params = dict(sorted(params.items()))
+    fields = dict(builder(**params))
     data_fingerprint = fields.pop("data_fingerprint", "")
     spec = json.dumps(
         {
             "name": name,
-            "kind": entry.kind,
-            "family": entry.family,
-            "builder": entry.builder.__name__,
-            "params": dict(entry.params),
+            "kind": kind,
+            "family": family,
+            "builder": builder.__name__,
+            "params": params,
             "data": data_fingerprint,
             "code_version": TASK_CODE_VERSION,
         },
         sort_keys=True,
     )
-    return Task(name=name, kind=entry.kind, family=entry.family, spec=spec, **fields)
+    return Task(name=name, kind=kind, family=family, spec=spec, **fields)
 
 
 # ------------------------------------------------------------------------------------------- registry
@@ -180,6 +196,27 @@ register_task(
     "mlp_wine_target", "target", "mlp_wine", BUILDERS["mlp_wine"],
     hidden=64, depth=2, batch_size=32, num_steps=1000, lr=3e-4, num_val=50, split_seed=0,
 )  # fmt: skip
+# More target tasks (envs/vector_families.py, and a larger MLP char-LM), for transfer only.
+register_task(
+    "mlp_digits_target", "target", "mlp_digits", VECTOR_BUILDERS["mlp_digits"],
+    hidden=128, depth=3, activation="relu", batch_size=64, num_steps=1000, lr=1e-3, **_DIGITS_SPLIT,
+)  # fmt: skip
+register_task(
+    "mlp_breast_cancer_target", "target", "mlp_breast_cancer", VECTOR_BUILDERS["mlp_breast_cancer"],
+    hidden=64, depth=2, activation="tanh", batch_size=32, num_steps=800, lr=3e-4, num_val=100, split_seed=0,
+)  # fmt: skip
+register_task(
+    "mlp_diabetes_target", "target", "mlp_diabetes", VECTOR_BUILDERS["mlp_diabetes"],
+    hidden=32, depth=1, activation="tanh", batch_size=32, num_steps=500, lr=1e-3, num_val=92, split_seed=0,
+)  # fmt: skip
+register_task(
+    "autoencoder_digits_target", "target", "autoencoder_digits", VECTOR_BUILDERS["autoencoder_digits"],
+    hidden=(64, 32), code=8, activation="relu", batch_size=64, num_steps=1500, lr=3e-3, **_DIGITS_SPLIT,
+)  # fmt: skip
+register_task(
+    "charlm_target", "target", "charlm", BUILDERS["charlm"],
+    context=16, embed=16, hidden=128, batch_size=64, num_steps=1000, lr=3e-3, **_CHARLM_VAL,
+)  # fmt: skip
 
 
 __all__ = [
@@ -189,6 +226,7 @@ __all__ = [
     "KINDS",
     "TASK_CODE_VERSION",
     "Task",
+    "build_task",
     "charlm_corpus",
     "get_task",
     "hash_bits",

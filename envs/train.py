@@ -100,8 +100,10 @@ def make_population_trainer(
     needs_hessian: bool = False,
     hessian_every: int = 10,
     curve_every: int = 0,
+    loss_scale: bool = False,
 ):
-    """Returns jitted train(keys: (P,2) raw or (P,) typed keys, lrs: (P,), opt_args) -> dict with
+    """Returns jitted train(keys: (P,2) raw or (P,) typed keys, lrs: (P,), opt_args[, loss_scales: (P,)]) -> dict
+    with
       'val_loss': (P,) final validation loss; +inf for members that diverged (non-finite train loss or params
                   at any step) or whose final validation loss is non-finite,
       'train_loss': (P,) mean training loss over the last max(1, num_steps // 10) steps (+inf if diverged),
@@ -113,6 +115,10 @@ def make_population_trainer(
     (any pytree) is passed untouched to update_fn: new values of the same shapes reuse the compiled code.
     With needs_hessian, update_fn's `h` is the Hutchinson diagonal-Hessian estimate z * (H z) (Rademacher z)
     on the current batch, refreshed at steps 1, 1 + hessian_every, ... and held in between; otherwise None.
+    With loss_scale, train takes a fourth argument loss_scales: (P,) positive factors: member p trains on
+    loss_scales[p] * loss, i.e. update_fn sees its gradient (and Hessian estimate) multiplied by that factor
+    (the re-parameterization augmentation of Celo2: a scale-invariant rule is unaffected); the reported losses
+    ('val_loss', 'train_loss', 'curve') stay unscaled. New scales never recompile.
     Cached: the same (task, update_fn, init_opt_state, options) returns the same jitted function.
     """
     if hessian_every < 1:
@@ -132,7 +138,7 @@ def make_population_trainer(
     def hutchinson(w, batch, key):
         return hutchinson_diagonal(member_loss, w, batch, key)
 
-    def train(keys, lrs, opt_args):
+    def train(keys, lrs, opt_args, loss_scales=None):
         keys = as_typed_keys(keys)
         num_members = keys.shape[0]
         init_keys, data_keys, hess_keys = (
@@ -143,6 +149,7 @@ def make_population_trainer(
         opt_state = init_opt_state(num_members, layout.size)
         h = jnp.zeros_like(w) if needs_hessian else None
         diverged = jnp.zeros((num_members,), bool)
+        scales = None if loss_scales is None else jnp.asarray(loss_scales, jnp.float32).reshape(num_members, 1)
 
         def step(carry, i):
             w, opt_state, h, diverged = carry
@@ -150,9 +157,14 @@ def make_population_trainer(
             loss, g = value_and_grad(w, batch)
             if needs_hessian:
                 step_keys = jax.vmap(lambda k: jax.random.fold_in(k, i))(hess_keys)
-                h = jax.lax.cond(
-                    i % hessian_every == 0, lambda: jax.vmap(hutchinson)(w, batch, step_keys), lambda: h
-                )
+
+                def fresh():
+                    estimate = jax.vmap(hutchinson)(w, batch, step_keys)
+                    return estimate if scales is None else estimate * scales  # Hessian of scale * loss
+
+                h = jax.lax.cond(i % hessian_every == 0, fresh, lambda: h)
+            if scales is not None:
+                g = g * scales  # the gradient of scale * loss; `loss` (reported) stays unscaled
             t = (i + 1).astype(jnp.float32)
             update, opt_state = update_fn(opt_state, g, w, lrs, t, h, opt_args)
             w_new = w - update
@@ -182,7 +194,9 @@ def make_population_trainer(
             )
         return out
 
-    return jax.jit(train)
+    if loss_scale:
+        return jax.jit(lambda keys, lrs, opt_args, loss_scales: train(keys, lrs, opt_args, loss_scales))
+    return jax.jit(lambda keys, lrs, opt_args: train(keys, lrs, opt_args))
 
 
 # ------------------------------------------------------------------------------------------ AdamW (optax)

@@ -9,12 +9,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from envs import task_data, task_families, tasks
+from envs import task_data, task_families, tasks, vector_families
 from envs.tasks import get_task, task_names
 from envs.train import adamw_init_opt_state, adamw_update_fn, make_population_trainer, task_layout
 
 FAMILIES = ("mlp_regression", "softmax_digits", "cnn_digits", "charlm", "noisy_quadratic")
-TARGETS = ("cnn_digits_target", "transformer_charlm_target", "mlp_wine_target")
+TARGETS = (
+    "cnn_digits_target", "transformer_charlm_target", "mlp_wine_target", "mlp_digits_target",
+    "mlp_breast_cancer_target", "mlp_diabetes_target", "autoencoder_digits_target", "charlm_target",
+)  # fmt: skip
+BUILDERS = {**task_families.BUILDERS, **vector_families.BUILDERS}
 
 
 def test_registry_has_a_proxy_and_a_metaval_version_of_each_family_and_the_targets():
@@ -51,8 +55,16 @@ def test_specs_name_each_family_builder_and_the_code_version():
     for name in task_names():
         task = get_task(name)
         spec = json.loads(task.spec)
-        assert spec["builder"] == f"_build_{task.family}" == task_families.BUILDERS[task.family].__name__
+        assert spec["builder"] == f"_build_{task.family}" == BUILDERS[task.family].__name__
         assert spec["code_version"] == tasks.TASK_CODE_VERSION and spec["name"] == name
+
+def test_build_task_gives_a_registered_task_its_spec_without_the_registry():
+    entry = tasks._REGISTRY["mlp_wine_target"]
+    built = tasks.build_task("mlp_wine_target", entry.kind, entry.family, entry.builder, **dict(entry.params))
+    assert built.spec == get_task("mlp_wine_target").spec and built is not get_task("mlp_wine_target")
+    with pytest.raises(ValueError, match="kind must be one of"):
+        tasks.build_task("x", "huge", "mlp_wine", entry.builder, **dict(entry.params))
+
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_metaval_is_larger_than_proxy(family):
