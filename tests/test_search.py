@@ -108,7 +108,7 @@ class FakeScorer:
         self.batch, self.scale, self.calls = batch, scale, []
         self.tasks = [dataclasses.make_dataclass("FakeTask", ["name"])("fake_task")]
 
-    def score(self, programs):
+    def score(self, programs, tasks=None, loss_scales=None):
         self.calls.append(list(programs))
         f = np.array([self.scale * len(p) / len(seed("adamw")) for p in programs])
         return search.Scores(f, f[:, None], np.zeros(len(programs), bool))

@@ -179,11 +179,14 @@ def constant_slots(program: Program) -> list[tuple[int, int, bool]]:
     return slots
 
 
-def scale_constants(program: Program, log2_scales: Sequence[float]) -> Program:
-    """Each constant ``c`` scaled by ``2^x`` (an interp rate ``a`` keeps below 1: ``1 - (1 - a) 2^x``)."""
+def scale_constants(program: Program, log2_scales: Sequence[float], rates: Sequence[bool] | None = None) -> Program:
+    """Each constant ``c`` scaled by ``2^x`` (an interp rate ``a`` keeps below 1: ``1 - (1 - a) 2^x``; ``rates``
+    says which constants count as rates, by default the interp rates of :func:`constant_slots`)."""
     slots = constant_slots(program)
     if len(slots) != len(log2_scales):
         raise ValueError(f"{len(log2_scales)} scales for {len(slots)} constants")
+    if rates is not None:
+        slots = [(i, k, bool(r)) for (i, k, _), r in zip(slots, rates)]
     statements = list(program.statements)
     for (i, k, is_rate), x in zip(slots, log2_scales):
         st = statements[i]

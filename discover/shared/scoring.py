@@ -37,11 +37,13 @@ def with_steps(task: task_registry.Task, steps: int | None) -> task_registry.Tas
 
 
 @functools.lru_cache(maxsize=64)
-def interpreted_trainer(task: task_registry.Task, max_len: int, n_state: int, needs_hessian: bool):
-    """The jitted population trainer of ``task`` running encoded programs (shared by every run in a process)."""
+def interpreted_trainer(task: task_registry.Task, max_len: int, n_state: int, needs_hessian: bool,
+                        loss_scale: bool = False):
+    """The jitted population trainer of ``task`` running encoded programs (shared by every run in a process);
+    with ``loss_scale`` it takes a fourth argument, each member's training-loss factor."""
     update_fn = interpreter.population_update_fn(task_layout(task).segments)
     init = interpreter.population_init_fn(max_len, n_state)
-    return make_population_trainer(task, update_fn, init, needs_hessian=needs_hessian)
+    return make_population_trainer(task, update_fn, init, needs_hessian=needs_hessian, loss_scale=loss_scale)
 
 
 # The learning-rate sweep of the robust fitness: a candidate's lr is tuned AdamW's times each of these and it
@@ -97,6 +99,7 @@ class Scorer:
     needs_hessian: bool = False
     devices: Any = 1  # the population axis is sharded over this many devices ("all" or N)
     first_seed: int = 0  # training seeds first_seed, first_seed + 1, ...: 0 is the references' own seeds
+    loss_scale: bool = False  # score(..., loss_scales=) may rescale each task's training loss (augmentation)
 
     @property
     def members_per_candidate(self) -> int:
@@ -107,7 +110,14 @@ class Scorer:
         return population_mesh(self.devices)
 
     def trainer(self, task):
-        return sharded(interpreted_trainer(task, self.max_len, self.n_state, self.needs_hessian), self._mesh)
+        trainer = interpreted_trainer(task, self.max_len, self.n_state, self.needs_hessian, self.loss_scale)
+        return sharded(trainer, self._mesh)
+
+    def _call_args(self, task, enc, scale: float = 1.0) -> tuple:
+        args = (self._keys, self._lrs(task), enc)
+        if self.loss_scale:  # every member of the call trains on the same rescaled loss
+            args += (jnp.full((self.batch * self.members_per_candidate,), scale, jnp.float32),)
+        return args
 
     @functools.cached_property
     def _keys(self):
@@ -120,23 +130,33 @@ class Scorer:
         per_candidate = np.repeat(np.asarray(self.lr_multipliers, np.float64) * base, self.train_seeds)
         return jnp.asarray(np.tile(per_candidate, self.batch), jnp.float32)
 
-    def score(self, programs: Sequence[Program]) -> Scores:
+    def score(self, programs: Sequence[Program], tasks: Sequence[int] | None = None,
+              loss_scales: Sequence[float] | None = None) -> Scores:
+        """Scores on ``self.tasks`` (or the ones at indices ``tasks``), each task's training loss multiplied by
+        its ``loss_scales`` entry (needs ``loss_scale=True``; the validation loss is never rescaled)."""
+        chosen = list(self.tasks) if tasks is None else [self.tasks[i] for i in tasks]
+        scales = [1.0] * len(chosen) if loss_scales is None else [float(s) for s in loss_scales]
+        if len(scales) != len(chosen) or (not self.loss_scale and any(s != 1.0 for s in scales)):
+            raise ValueError(f"loss_scales: {len(scales)} factors for {len(chosen)} tasks (loss_scale="
+                             f"{self.loss_scale})")
         if not programs:
             empty = np.zeros((0,), np.float64)
-            none = np.zeros((0, len(self.tasks)))
+            none = np.zeros((0, len(chosen)))
             return Scores(empty, none, np.zeros((0,), bool), none)
-        parts = [self._score_chunk(programs[i:i + self.batch]) for i in range(0, len(programs), self.batch)]
+        parts = [self._score_chunk(programs[i:i + self.batch], chosen, scales)
+                 for i in range(0, len(programs), self.batch)]
         return Scores(*(np.concatenate(x) for x in zip(*parts)))
 
-    def _score_chunk(self, programs: Sequence[Program]) -> Scores:
+    def _score_chunk(self, programs: Sequence[Program], tasks: Sequence, scales: Sequence[float]) -> Scores:
         n, repeat = len(programs), self.members_per_candidate
         padded = list(programs) + [programs[-1]] * (self.batch - n)
         enc = interpreter.encode(padded, self.max_len, self.n_state)
         enc = jax.tree.map(lambda x: jnp.repeat(x, repeat, axis=0), enc)
         per_task, chosen, bad = [], [], np.zeros((n,), bool)
         multipliers = np.append(np.asarray(self.lr_multipliers, np.float64), np.nan)  # index -1: none
-        outs = [self.trainer(task).dispatch(self._keys, self._lrs(task), enc) for task in self.tasks]  # all first
-        for task, out in zip(self.tasks, (o.result() for o in outs)):
+        outs = [self.trainer(task).dispatch(*self._call_args(task, enc, scale))  # every task first, then results
+                for task, scale in zip(tasks, scales)]
+        for task, out in zip(tasks, (o.result() for o in outs)):
             val = np.asarray(out["val_loss"], np.float64)
             val = val.reshape(self.batch, len(self.lr_multipliers), self.train_seeds)
             rel, nonfinite = aggregate(val[:n], self.references[task.name]["val_loss"], self.worst)
@@ -153,7 +173,7 @@ class Scorer:
         enc = jax.tree.map(lambda x: jnp.repeat(x, self.members_per_candidate, axis=0), enc)
         references = {}
         for task in self.tasks:
-            out = self.trainer(task)(self._keys, self._lrs(task), enc)
+            out = self.trainer(task)(*self._call_args(task, enc))
             val = np.asarray(out["val_loss"], np.float64)[: self.members_per_candidate]
             val = val.reshape(len(self.lr_multipliers), self.train_seeds)
             per_lr = np.where(np.isfinite(val).all(axis=1), val.mean(axis=1), np.inf)
@@ -170,6 +190,8 @@ class Scorer:
         return sum(self.trainer(t).compiles() for t in self.tasks)
 
 
-def compute_references(task_names: Sequence[str], steps: int | None, seeds: int, cache_path) -> dict[str, dict]:
-    return {name: adamw_reference(with_steps(task_registry.get_task(name), steps), seeds=seeds,
-                                  cache_path=cache_path) for name in task_names}
+def compute_references(tasks: Sequence, steps: int | None, seeds: int, cache_path) -> dict[str, dict]:
+    """Tuned-AdamW references of ``tasks`` (registered names or Task objects), by task name."""
+    tasks = [task_registry.get_task(t) if isinstance(t, str) else t for t in tasks]
+    return {task.name: adamw_reference(with_steps(task, steps), seeds=seeds, cache_path=cache_path)
+            for task in tasks}

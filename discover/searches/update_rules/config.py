@@ -13,6 +13,7 @@ from discover.infra.experiments import default_config_path
 from discover.infra.search_config import BaseSearchConfig, redefault
 from discover.language.mutation import DEFAULT_WEIGHTS
 from discover.language.ops import OP_BY_NAME
+from discover.shared import cbo
 from discover.shared.es import STRATEGY_NAMES
 from discover.shared.scoring import ROBUST_LR_MULTIPLIERS
 from envs import tasks as task_registry
@@ -74,7 +75,19 @@ class EvolutionSection:
 class FitnessSection:
     tasks: list[str] = dataclasses.field(
         default_factory=lambda: ["mlp_regression_proxy"],
-        metadata={"choices": _RegisteredTasks(), "help": "proxy tasks a candidate trains on (envs.tasks)"})
+        metadata={"choices": _RegisteredTasks(), "help": "proxy tasks a candidate trains on (envs.tasks); "
+                                                         "ignored when pool > 0"})
+    pool: int = dataclasses.field(
+        default=0, metadata={"min": 0, "max": 256, "help": "sample this many proxy tasks from the task "
+                                                           "distribution of envs.task_pool (seeded by seed); "
+                                                           "0 = use tasks"})
+    per_generation: int = dataclasses.field(
+        default=0, metadata={"min": 0, "help": "proxy tasks each generation scores its children on, rotating "
+                                               "through the pool or task list; 0 = all of them"})
+    loss_scale_range: list[float] | None = dataclasses.field(
+        default=None, metadata={"min": 1e-9, "max": 1e9, "help": "[low, high]: each generation rescales each "
+                                                                 "task's training loss (and gradients) by a factor "
+                                                                 "log-uniform in it; null = no augmentation"})
     steps: int | None = dataclasses.field(
         default=None, metadata={"min": 1, "help": "training steps per task; null = each task's own"})
     train_seeds: int = dataclasses.field(
@@ -89,8 +102,11 @@ class FitnessSection:
         default=None, metadata={"help": "AdamW reference cache file; null = <run root>/.baselines.json"})
 
     def __post_init__(self) -> None:
-        if not self.tasks:
-            raise ValueError("tasks: at least one proxy task is needed")
+        if not self.tasks and not self.pool:
+            raise ValueError("tasks: at least one proxy task is needed (or a pool)")
+        if self.loss_scale_range is not None and (len(self.loss_scale_range) != 2
+                                                  or self.loss_scale_range[0] > self.loss_scale_range[1]):
+            raise ValueError(f"loss_scale_range: expected [low, high] with low <= high, got {self.loss_scale_range}")
         if not self.lr_multipliers:
             raise ValueError("lr_multipliers: at least one multiplier is needed")
 
@@ -129,6 +145,16 @@ class RefineSection:
     sigma: float = dataclasses.field(
         default=0.5, metadata={"min": 0.0, "help": "initial std of the log2 scale of each constant"})
     lr: float = dataclasses.field(default=0.1, metadata={"min": 0.0, "help": "ES optimizer lr (Open_ES & co)"})
+    # CBO (strategy: CBO, discover.shared.cbo): particles start with std `sigma` around scale 1; alpha weighs
+    # the centered ranks of their fitness.
+    cbo_alpha: float = dataclasses.field(
+        default=cbo.DEFAULT_ALPHA, metadata={"min": 0.0, "help": "CBO: inverse temperature of the consensus weights"})
+    cbo_lambda: float = dataclasses.field(
+        default=cbo.DEFAULT_LAMBDA, metadata={"min": 0.0, "help": "CBO: drift towards the consensus point"})
+    cbo_sigma: float = dataclasses.field(
+        default=cbo.DEFAULT_SIGMA, metadata={"min": 0.0, "help": "CBO: anisotropic noise, times |x - consensus|"})
+    cbo_dt: float = dataclasses.field(
+        default=cbo.DEFAULT_DT, metadata={"min": 1e-6, "max": 10.0, "help": "CBO: Euler-Maruyama step"})
 
 
 @dataclasses.dataclass(frozen=True)

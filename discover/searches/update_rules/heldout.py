@@ -62,13 +62,26 @@ def _relative_move(value: float, reference: float) -> float:
     return abs(value / reference - 1.0)
 
 
+def is_structural(c: float) -> bool:
+    """An exact algebraic constant (an integer or a unit fraction: the 1 of ``1 - b^t``, a 2, a 0.5) rather
+    than a tuned one: jittering it changes the formula, not its tuning (``1 - 0.999^t`` with 0.99 for 1 is
+    negative at t = 1), so the robustness check leaves it alone."""
+    c = float(c)
+    return c == round(c) or (c != 0.0 and 1.0 / c == round(1.0 / c))
+
+
 def jittered_copies(program: Program, cfg: HeldoutSection, rng: np.random.Generator) -> list[Program]:
-    """``cfg.jitters`` copies of ``program``, each constant scaled by 1 ± ``cfg.jitter`` (signs at random; an
-    interp rate ``a`` has its ``1 - a`` scaled, so it stays a rate)."""
+    """``cfg.jitters`` copies of ``program``, each tuned constant scaled by 1 ± ``cfg.jitter`` (signs at random; an
+    interp rate ``a`` has its ``1 - a`` scaled, so it stays a rate); structural constants are kept."""
     slots = constant_slots(program)
-    if not slots:
+    values = [float(program.statements[i].args[k]) for i, k, _ in slots]
+    tuned = np.array([not is_structural(c) for c in values], bool)
+    # A decay-like constant in (0.5, 1) (an interp rate, the base of a bias correction 1 - b^t) has its 1 - c
+    # jittered: 0.999 x 1.01 would cross 1.
+    rates = [is_rate or 0.5 < c < 1.0 for (_, _, is_rate), c in zip(slots, values)]
+    if not tuned.any():
         return []
-    return [scale_constants(program, np.log2(1.0 + cfg.jitter * rng.choice([-1.0, 1.0], len(slots))))
+    return [scale_constants(program, np.log2(1.0 + cfg.jitter * tuned * rng.choice([-1.0, 1.0], len(slots))), rates)
             for _ in range(cfg.jitters)]
 
 

@@ -28,7 +28,32 @@ from discover.shared.evolution import (
 )
 from discover.shared.scoring import Scorer, chosen_multipliers, compute_references, with_steps
 from envs import tasks as task_registry
+from envs.task_pool import sample_loss_scales, sample_task_pool
 from search_spaces.update_rules import UpdateRuleSpace, seed
+
+LOSS_SCALE_SALT = 0x5CA1E
+
+
+def proxy_tasks(config: SearchConfig) -> list[task_registry.Task]:
+    """The proxy tasks: a pool sampled from envs.task_pool (seeded by the run's seed, so a resume samples the
+    same), or the named tasks; trained ``fitness.steps`` steps when given."""
+    fitness = config.fitness
+    tasks = sample_task_pool(config.seed, fitness.pool) if fitness.pool else \
+        [task_registry.get_task(n) for n in fitness.tasks]
+    return [with_steps(t, fitness.steps) for t in tasks]
+
+
+def generation_tasks(config: SearchConfig, n_tasks: int, generation: int) -> tuple[list[int], list[float]]:
+    """The proxy tasks generation ``generation`` scores its children on (``fitness.per_generation`` of them,
+    rotating through the list) and each one's loss scale (log-uniform in ``fitness.loss_scale_range``, drawn
+    from the run's seed and the generation: a resumed run draws the same)."""
+    k = min(config.fitness.per_generation or n_tasks, n_tasks)
+    indices = [(generation * k + i) % n_tasks for i in range(k)]
+    scale_range = config.fitness.loss_scale_range
+    if scale_range is None:
+        return indices, [1.0] * k
+    rng = np.random.default_rng([config.seed, generation, LOSS_SCALE_SALT])
+    return indices, [float(x) for x in sample_loss_scales(rng, (k,), *scale_range)]
 
 
 def load_or_compute_references(config: SearchConfig, run_dir: RunDir) -> dict:
@@ -37,7 +62,7 @@ def load_or_compute_references(config: SearchConfig, run_dir: RunDir) -> dict:
         return run_dir.read_json("references.json")
     cache = config.fitness.reference_cache or (run_dir.path.parent / ".baselines.json")
     refs = {
-        "proxy": compute_references(config.fitness.tasks, config.fitness.steps, config.fitness.train_seeds, cache),
+        "proxy": compute_references(proxy_tasks(config), None, config.fitness.train_seeds, cache),
         "metaval": compute_references(config.funnel.tasks, config.funnel.steps, config.funnel.train_seeds, cache),
     }
     run_dir.write_json("references.json", refs)
@@ -66,9 +91,9 @@ def make_context(config: SearchConfig, references: dict) -> SearchContext:
     common = {"worst": config.fitness.worst, "max_len": space.max_len, "n_state": max(1, space.n_state),
               "needs_hessian": space.allow_h, "devices": config.devices,
               "lr_multipliers": tuple(config.fitness.lr_multipliers)}
-    proxy = Scorer(tasks=[with_steps(task_registry.get_task(n), config.fitness.steps) for n in config.fitness.tasks],
-                   references=references["proxy"], train_seeds=config.fitness.train_seeds,
-                   batch=config.evolution.batch, **common)
+    proxy = Scorer(tasks=proxy_tasks(config), references=references["proxy"],
+                   train_seeds=config.fitness.train_seeds, batch=config.evolution.batch,
+                   loss_scale=config.fitness.loss_scale_range is not None, **common)
     proxy = swept_against_adamw(proxy)
     metaval = None
     if config.funnel.tasks:
@@ -89,7 +114,8 @@ def initial_state(ctx: SearchContext) -> SearchState:
     live, fps, _ = analyse([seed(n) for n in names], ctx.max_len, ctx.n_state, pad_to=config.evolution.batch)
     fp_of = dict(zip(names, fps))
     unique = list(dict.fromkeys(fps))
-    scores = ctx.proxy.score([live[fps.index(fp)] for fp in unique])
+    tasks, scales = generation_tasks(config, len(ctx.proxy.tasks), 0)
+    scores = ctx.proxy.score([live[fps.index(fp)] for fp in unique], tasks, scales)
     cache = {fp: float(f) for fp, f in zip(unique, scores.fitness)}
     lr_choice = dict(zip(unique, chosen_multipliers(scores)))
     chosen = [config.start_from[i % len(config.start_from)] for i in range(P)]
@@ -114,9 +140,10 @@ def swept_against_adamw(scorer: Scorer) -> Scorer:
     adamw = seed("adamw")
     if len(adamw) > scorer.max_len or len(adamw.state) > scorer.n_state:
         return scorer
-    scorer = scorer.swept(adamw)
-    _check_references(scorer)
-    return scorer
+    swept = scorer.swept(adamw)
+    if scorer.first_seed == 0:  # the cached reference was trained on these seeds: they must agree
+        _check_references(swept)
+    return swept
 
 
 def _check_references(scorer: Scorer) -> None:
@@ -129,8 +156,10 @@ def _check_references(scorer: Scorer) -> None:
         if at_1x is not None and abs(at_1x - cached) > 1e-3 * abs(cached):
             warnings.warn(
                 f"AdamW at its tuned lr gives val loss {at_1x:.6g} on {task.name}, its cached reference says "
-                f"{cached:.6g}: the reference cache (fitness.reference_cache) may be stale, e.g. a task changed "
-                "without envs.tasks.TASK_CODE_VERSION being bumped; delete the cache file to recompute it",
+                f"{cached:.6g}: the reference cache (fitness.reference_cache) may be stale (a task changed "
+                "without envs.tasks.TASK_CODE_VERSION being bumped: delete the cache file to recompute it), or "
+                "the task's training amplifies float rounding (fitness compares with AdamW tuned over the same "
+                "sweep through the same interpreter either way)",
                 stacklevel=3)
 
 
@@ -170,7 +199,8 @@ def run_generation(state: SearchState, ctx: SearchContext) -> tuple[SearchState,
                 pending[fp] = (record, lv)
                 waiting.append(record)
     if pending:
-        scores = ctx.proxy.score([lv for _, lv in pending.values()])
+        tasks, scales = generation_tasks(ctx.config, len(ctx.proxy.tasks), state.generation + 1)
+        scores = ctx.proxy.score([lv for _, lv in pending.values()], tasks, scales)
         for fp, f, row in zip(pending, scores.fitness, chosen_multipliers(scores)):
             cache[fp] = float(f)
             lr_choice[fp] = row
