@@ -167,13 +167,18 @@ def heldout_evaluation(state: SearchState, ctx: SearchContext, run_dir: RunDir) 
 
 
 def transfer_verdicts(run_dir: RunDir, programs: list[str]) -> list[dict]:
-    """One line per (program, target, baseline) from the transfer report: better / worse / tie at 95%."""
+    """One entry per (program, target, baseline) from the transfer report: better / worse / tie at 95% (paired
+    on the fresh seeds), with the ratio of mean validation losses."""
     data = run_dir.read_json("transfer/transfer.json")
     out = []
     for task, result in data.get("tasks", {}).items():
-        for comparison in result.get("comparisons", []):
-            if comparison.get("program") in programs:
-                out.append({**comparison, "task": task,
-                            "line": f"{task}: {comparison['program']} vs {comparison['baseline']}: "
-                                    f"{comparison['verdict']} ({comparison.get('summary', '')})"})
+        for name in programs:
+            for baseline, c in result["optimizers"].get(name, {}).get("paired", {}).items():
+                verdict = {"better": "beats", "worse": "loses to", "tie": "ties with"}[c["verdict"]]
+                ratio = c["mean_a"] / c["mean_b"] if c["mean_b"] else float("inf")
+                lo, hi = c["ci"]
+                out.append({"task": task, "program": name, "baseline": baseline, "verdict": c["verdict"],
+                            "ratio": ratio, "ci": [lo, hi],
+                            "line": f"{task}: {name} {verdict} tuned {baseline} (val loss x{ratio:.3f}; paired "
+                                    f"95% CI of the difference [{lo:+.3g}, {hi:+.3g}], {c['n']} fresh seeds)"})
     return out
