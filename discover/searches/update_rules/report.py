@@ -98,6 +98,17 @@ def log_generation(tb: TBLogger, state: SearchState, stats: dict, seconds: float
     return scalars
 
 
+def proxy_description(config: SearchConfig) -> str:
+    """The proxy tasks in words, for file headers."""
+    fitness = config.fitness
+    tasks = (f"a pool of {fitness.pool} tasks sampled from envs.task_pool (seed {config.seed})" if fitness.pool
+             else ", ".join(fitness.tasks))
+    extra = [f"{fitness.per_generation} per generation"] if fitness.per_generation else []
+    if fitness.loss_scale_range:
+        extra.append(f"loss rescaled by a factor in {fitness.loss_scale_range}")
+    return tasks + (f" ({'; '.join(extra)})" if extra else "")
+
+
 def best_program_text(config: SearchConfig, entry: HallEntry) -> str:
     program = parse(entry.program, max_len=10**6).replace(name="discovered")
     header = [
@@ -106,7 +117,7 @@ def best_program_text(config: SearchConfig, entry: HallEntry) -> str:
         (f"# Fitness (val loss / tuned AdamW's, lower is better): proxy {_fmt(entry.fitness)}, "
          f"meta-validation {_fmt(entry.metaval)}."),
         f"# Best lr per task: tuned AdamW lr x {_multipliers(entry.lr_multipliers)}.",
-        f"# Proxy tasks: {', '.join(config.fitness.tasks)}; meta-validation: {', '.join(config.funnel.tasks) or '-'}.",
+        f"# Proxy tasks: {proxy_description(config)}; meta-validation: {', '.join(config.funnel.tasks) or '-'}.",
     ]
     return "\n".join(header) + "\n" + str(program)
 
