@@ -22,6 +22,7 @@ from discover.language.program import Program, parse
 SEED_NAMES: tuple[str, ...] = (
     "adamw", "adam", "sgd", "momentum", "nesterov", "rmsprop", "adagrad", "adabelief",
     "lion", "signum", "diffgrad", "powersign", "addsign", "sophia",
+    "lion_tanh", "lion_clip", "lion_l2", "adagradnorm",
 )
 
 

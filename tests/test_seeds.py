@@ -36,8 +36,12 @@ TOL = 1e-5
 # and at lr 1e-2 the *reference itself* is chaotic on this task (a 1e-7 relative perturbation of the initial
 # params grows to 5e-4 by step 100), so no float32 reimplementation could be compared there; at 1e-3 it grows
 # to 1.6e-7.
-SMALL_LR = {"lion", "signum", "sophia", "rmsprop"}
+# The Lion-K seeds take Lion's unit-size steps too.
+SMALL_LR = {"lion", "signum", "sophia", "rmsprop", "lion_tanh", "lion_clip", "lion_l2"}
 LR = {name: 1e-3 if name in SMALL_LR else 1e-2 for name in SEED_NAMES}
+# AdaGrad-Norm's one step size is set by the global norm, which the `wide` gradients (up to 10) dominate: the
+# MLP part moves by lr g / b with b ~ 17 sqrt(t), so a 10x larger lr to move it measurably.
+LR["adagradnorm"] = 1e-1
 SEEDS_DIR = pathlib.Path(update_rules.__file__).parent / "seeds"
 WIDE_SCALES = jnp.logspace(-12, 1, 14, dtype=jnp.float32)  # gradient magnitude of each `wide` column
 
@@ -162,6 +166,38 @@ def sophia_ref(lr):  # Liu et al. 2023, Algorithm 3 with the Hessian EMA refresh
     return formula(step, 2, reads_h=True)
 
 
+def lion_k_ref(grad_k):
+    """Lion-K (Chen, Liu, Liang & Liu 2023): c = b1 m + (1 - b1) g; w -= lr (grad_K(c) + lambda w);
+    m = b2 m + (1 - b2) g, with Lion's b1 0.9, b2 0.99, lambda 1e-3."""
+    def make(lr):
+        def step(g, w, h, t, m):
+            c = 0.9 * m + (1 - 0.9) * g
+            m = 0.99 * m + (1 - 0.99) * g
+            return lr * (grad_k(c) + 1e-3 * w), m
+        return formula(step, 1)
+    return make
+
+
+def _unit_l2(c):  # grad of K(c) = ||c||_2 over one tensor: c / ||c|| (0 at c = 0)
+    n = jnp.sqrt(jnp.sum(c * c))
+    return jnp.where(n > 1e-30, c / jnp.where(n > 1e-30, n, 1.0), 0.0)
+
+
+class AdaGradNormState(NamedTuple):
+    b2: jax.Array  # the scalar b^2
+
+
+def adagradnorm_ref(lr):  # Ward, Wu & Bottou 2019: b^2 += ||g||^2 (over the whole tree); w -= lr g / b
+    def init_fn(params):
+        return AdaGradNormState(jnp.zeros([], jnp.float32))
+
+    def update_fn(updates, state, params=None):
+        b2 = state.b2 + sum(jnp.sum(g * g) for g in jax.tree.leaves(updates))
+        return jax.tree.map(lambda g: -lr * g / jnp.sqrt(b2), updates), AdaGradNormState(b2)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
 # optax's optimizers with their 0.2.8 defaults spelled out, so the constants compared are explicit.
 REFERENCES = {
     "adamw": lambda lr: optax.adamw(lr, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, weight_decay=1e-4),
@@ -178,6 +214,10 @@ REFERENCES = {
     "powersign": powersign_ref,
     "addsign": addsign_ref,
     "sophia": sophia_ref,
+    "lion_tanh": lion_k_ref(lambda c: jnp.tanh(1000.0 * c)),  # K = sum log cosh(1000 x) / 1000
+    "lion_clip": lion_k_ref(lambda c: jnp.clip(1000.0 * c, -1.0, 1.0)),  # K = 1000 sum huber_{1e-3}
+    "lion_l2": lion_k_ref(_unit_l2),  # K = the l2 norm of each tensor
+    "adagradnorm": adagradnorm_ref,
 }
 
 
@@ -286,6 +326,36 @@ def test_references_train_and_are_told_apart(runs):
     assert mlp_err(ref["adamw"], ref["adam"]) > 5 * TOL
     assert mlp_err(ref["nesterov"], ref["momentum"]) > 10 * TOL
     assert mlp_err(ref["powersign"], ref["addsign"]) > 10 * TOL
+    for a, b in [("lion", "lion_tanh"), ("lion", "lion_clip"), ("lion_tanh", "lion_clip"), ("lion", "lion_l2")]:
+        assert mlp_err(ref[a], ref[b]) > 10 * TOL, (a, b)
+
+
+def test_lion_k_and_adagradnorm_steps_follow_their_k_and_norm():
+    """One step from zero state, by hand: grad K of each Lion-K seed (tanh, clip, per-tensor unit l2) applied
+    to c = 0.1 g, and AdaGrad-Norm's step lr g / ||g|| with the norm over the WHOLE tree."""
+    g = {"a": jnp.array([3e-4, -2e-3, 0.0], jnp.float32), "b": jnp.array([[4.0, 0.0]], jnp.float32)}
+    w = {"a": jnp.array([1.0, 2.0, -1.0], jnp.float32), "b": jnp.array([[0.5, -0.5]], jnp.float32)}
+
+    def step(name):
+        opt = to_optax(seed(name), 0.1)
+        u, _ = opt.update(g, opt.init(w), w)
+        return {k: -np.asarray(v, np.float64) for k, v in u.items()}
+
+    ga = {k: np.asarray(v, np.float64) for k, v in g.items()}
+    wa = {k: np.asarray(v, np.float64) for k, v in w.items()}
+    expect = {
+        "lion_tanh": {k: 0.1 * (np.tanh(1000 * 0.1 * ga[k]) + 1e-3 * wa[k]) for k in ga},
+        "lion_clip": {k: 0.1 * (np.clip(1000 * 0.1 * ga[k], -1, 1) + 1e-3 * wa[k]) for k in ga},
+        "lion_l2": {k: 0.1 * (ga[k] / np.linalg.norm(ga[k]) + 1e-3 * wa[k]) for k in ga},
+        "adagradnorm": {k: 0.1 * ga[k] / np.sqrt(sum(np.sum(x * x) for x in ga.values())) for k in ga},
+    }
+    for name, want in expect.items():
+        got = step(name)
+        for k in ga:
+            np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-12, err_msg=f"{name}/{k}")
+    # tanh and clip differ in the linear-to-saturated region (|1000 c| = 0.2 there), l2 is per tensor
+    assert not np.allclose(expect["lion_tanh"]["a"], expect["lion_clip"]["a"], rtol=1e-3)
+    assert np.linalg.norm(expect["lion_l2"]["b"] / 0.1 - 1e-3 * wa["b"]) == pytest.approx(1.0)
 
 
 def test_sophia_reads_h():
@@ -306,7 +376,7 @@ def test_sophia_reads_h():
 def test_seed_files_and_names_agree():
     files = sorted(p.stem for p in SEEDS_DIR.glob("*.py"))
     assert files == sorted(SEED_NAMES)
-    assert len(set(SEED_NAMES)) == len(SEED_NAMES) == 14
+    assert len(set(SEED_NAMES)) == len(SEED_NAMES) == 18
 
 
 @pytest.mark.parametrize("name", SEED_NAMES)

@@ -176,6 +176,11 @@ def transfer_verdicts(run_dir: RunDir, programs: list[str]) -> list[dict]:
         for name in programs:
             for baseline, c in result["optimizers"].get(name, {}).get("paired", {}).items():
                 verdict = {"better": "beats", "worse": "loses to", "tie": "ties with"}[c["verdict"]]
+                if c["mean_a"] is None or c["mean_b"] is None:  # a run diverged on a fresh seed
+                    out.append({"task": task, "program": name, "baseline": baseline, "verdict": c["verdict"],
+                                "ratio": None, "ci": None,
+                                "line": f"{task}: {name} {verdict} tuned {baseline} (a run diverged)"})
+                    continue
                 ratio = c["mean_a"] / c["mean_b"] if c["mean_b"] else float("inf")
                 lo, hi = c["ci"]
                 out.append({"task": task, "program": name, "baseline": baseline, "verdict": c["verdict"],
