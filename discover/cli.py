@@ -251,6 +251,22 @@ def resume_cmd(
     _run_search(kind, rd.config_path, list(set_), rd, None)
 
 
+@app.command("distill")
+def distill_cmd(
+    source: Path = typer.Argument(..., help="an RL-objective run directory (its best_drift.npz) or a drift .npz"),
+    config: str = typer.Option("distill_cartpole", "--config", help="distill experiment YAML or shipped name"),
+    set_: list[str] = typer.Option([], "--set", help="override a config key: --set evolution.generations=20"),
+    out: Path | None = typer.Option(None, "--out", help="parent folder of the run directory (default checkpoints/)"),
+) -> None:
+    """Distill a learned drift into a closed-form program (.py importing only jax, .json, pictures)."""
+    path = _run(resolve_config, config)
+    kind = _run(peek_kind, str(path), KINDS)
+    if kind != "distill":
+        fail(f"{path}: kind is {kind!r}; `discover distill` takes a config of kind 'distill'")
+    quoted = "'" + str(source.resolve()).replace("'", "''") + "'"  # a YAML single-quoted string: any path
+    _run_search("distill", path, [*set_, f"source={quoted}"], None, out)
+
+
 # --- simplify and transfer --------------------------------------------------------------------------
 def _floats(text: str | None, option: str) -> list[float] | None:
     if text is None:
@@ -315,25 +331,35 @@ def transfer_cmd(
     wd_grid: str | None = typer.Option(None, help="update rules: weight decays, e.g. 0,0.1"),
     envs: str | None = typer.Option(None, help="RL: environments (default: meta-training env + held-out)"),
     horizons: str | None = typer.Option(None, help="RL: multiples of the training horizon, e.g. 0.25,1,4"),
-    seeds: int | None = typer.Option(None, help="seeds per configuration"),
+    seeds: int | None = typer.Option(None, help="seeds per configuration (RL default: 16)"),
+    distilled: Path | None = typer.Option(None, "--distilled", help="RL: a distilled drift file, a fourth method"),
     steps: int | None = typer.Option(None, help="update rules: training steps per task"),
+    tuner: str = typer.Option("grid", help="update rules: how lr x wd is tuned: grid | bo (Bayesian optimization)"),
+    budget: int | None = typer.Option(None, help="update rules: lr x wd trials per optimizer (default: the grid's size)"),
+    fresh_seeds: int | None = typer.Option(None, help="update rules: fresh seeds the chosen point is reported on "
+                                                      "(default 5)"),
     out: Path | None = typer.Option(None, "--out", help="output folder"),
 ) -> None:
     """Evaluate discovered algorithms on held-out tasks against tuned baselines (table + plots)."""
     if len(sources) == 1 and _is_rl_source(sources[0]):
-        from discover.shared.rl_transfer import run_rl_transfer  # deferred: gymnax starts JAX (module doc)
+        if tuner != "grid" or budget is not None or fresh_seeds is not None:
+            fail("--tuner, --budget and --fresh-seeds tune update rules; an RL transfer has no lr x wd to tune")
+        from discover.shared import rl_transfer  # deferred: gymnax starts JAX (module doc)
 
-        table = _run(run_rl_transfer, sources[0], _names(envs), _floats(horizons, "--horizons"),
-                           seeds or 4, out)
+        closed_form = None if distilled is None else _run(rl_transfer.load_distilled, distilled)
+        table = _run(rl_transfer.run_rl_transfer, sources[0], _names(envs), _floats(horizons, "--horizons"),
+                     rl_transfer.DEFAULT_SEEDS if seeds is None else seeds, out, closed_form)
     else:
+        if distilled is not None:
+            fail("--distilled: distilled drifts transfer with ONE RL run directory or drift file (.npz)")
         programs = {}
         for src in sources:
             label = Path(src).name if Path(src).is_dir() else Path(src).stem
             programs[label] = _run(load_program, src)
         kwargs = {k: v for k, v in {"lr_grid": _floats(lr_grid, "--lr-grid"), "wd_grid": _floats(wd_grid, "--wd-grid"),
-                                    "seeds": seeds}.items() if v is not None}
+                                    "seeds": seeds, "fresh_seeds": fresh_seeds}.items() if v is not None}
         table = _run(run_transfer, programs, tasks=_names(tasks), baselines=_names(baselines),
-                           steps_override=steps, out_dir=out, console=console, **kwargs)
+                           steps_override=steps, out_dir=out, console=console, tuner=tuner, budget=budget, **kwargs)
     console.print(table, highlight=False, markup=False)
 
 

@@ -14,6 +14,7 @@ import importlib
 SEARCHES = {
     "update_rule": "discover.searches.update_rules.search:UpdateRuleSearch",
     "rl_objective": "discover.searches.rl.search:RLObjectiveSearch",
+    "distill": "discover.searches.distill.search:DistillSearch",
 }
 KINDS = tuple(SEARCHES)
 

@@ -22,13 +22,17 @@ import numpy as np
 from discover.infra.config import ConfigError, load_config
 from discover.infra.errors import DriftFileError
 from discover.infra.rundir import atomic_write_bytes
+from discover.language.drift_program import drift_function, parse_drift
+from discover.language.program import ProgramError
 from envs.ppo import PPOConfig
 from envs.rl_envs import ENV_NAMES
 from search_spaces.drift import DriftConfig, DriftFamily, make_drift
 
-__all__ = ["DRIFT_KIND", "DriftFileError", "load_drift", "save_drift"]
+__all__ = ["DISTILLED_KIND", "DRIFT_KIND", "DriftFileError", "load_distilled", "load_drift", "save_drift"]
 
 DRIFT_KIND = "rl_drift"  # __meta__["kind"] of a drift file
+DISTILLED_KIND = "distilled_drift"  # "kind" of the JSON `discover distill` writes beside its formula module
+DISTILLED_JSON = "distilled_drift.json"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -165,3 +169,43 @@ def load_drift(path: str | pathlib.Path) -> tuple[DriftFamily, Any, dict]:
         )
     params = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(template), leaves)
     return family, params, meta
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Loading a distilled drift (`discover distill`) without executing anything
+# ----------------------------------------------------------------------------------------------------------
+def load_distilled(path: str | pathlib.Path):
+    """The drift ``discover distill`` wrote, as a jitted ``drift(ratio, advantage, progress, log_horizon)``.
+
+    ``path`` is the ``distilled_drift.json`` (the program in discover's drift language), the
+    ``distilled_drift.py`` beside it (its ``.json`` is read, the module is never imported or executed), or
+    the distillation's run directory. The program is parsed with ``ast`` and run by the language's evaluator
+    (:func:`discover.language.drift_program.drift_function`); :class:`DriftFileError` (one line) for anything
+    that is not such a file."""
+    path = pathlib.Path(path)
+    if path.is_dir():
+        path = path / DISTILLED_JSON
+    elif path.suffix == ".py":
+        path = path.with_suffix(".json")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DriftFileError(path, "distilled drift not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DriftFileError(path, f"cannot read: {_short(exc)}") from None
+    try:
+        meta = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise DriftFileError(path, f"not JSON ({_short(exc)})") from None
+    if not isinstance(meta, dict) or meta.get("kind") != DISTILLED_KIND:
+        raise DriftFileError(path, f"not a distilled drift (a JSON object with kind {DISTILLED_KIND!r})")
+    program, cap = meta.get("program"), meta.get("cap")
+    if not isinstance(program, str):
+        raise DriftFileError(path, "program: expected the program's text")
+    if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not 0.0 < cap < float("inf"):
+        raise DriftFileError(path, f"cap: expected a positive number, got {_short(repr(cap), 60)}")
+    try:
+        parsed = parse_drift(program, max_len=10**4)
+    except ProgramError as exc:
+        raise DriftFileError(path, f"program: {exc}") from None
+    return drift_function(parsed, float(cap))
