@@ -129,7 +129,7 @@ def export_cmd(
 
 
 @app.command("config")
-def config_cmd(kind: str = typer.Argument(..., help="the search: update_rule or rl_objective")) -> None:
+def config_cmd(kind: str = typer.Argument(..., help=f"the kind of search: {', '.join(KINDS)}")) -> None:
     """List every config key of a search: dotted name, type, default and help."""
     if kind not in KINDS:
         fail(f"unknown kind {kind!r}; {suggest(kind, KINDS)}")
@@ -228,7 +228,7 @@ def search_cmd(
     set_: list[str] = typer.Option([], "--set", help="override a config key: --set evolution.generations=5"),
     out: Path | None = typer.Option(None, "--out", help="parent folder of the run directory (default checkpoints/)"),
 ) -> None:
-    """Run a search; the config's `kind:` says which (update_rule, rl_objective)."""
+    """Run a search; the config's `kind:` says which (update_rule, rl_objective, distill)."""
     path = _run(resolve_config, config)
     kind = _run(peek_kind, str(path), KINDS)
     _run_search(kind, path, list(set_), None, out)
