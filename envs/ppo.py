@@ -210,43 +210,64 @@ class RunnerState(NamedTuple):
     key: jax.Array
 
 
-def make_train(
+def final_window_updates(final_window: float, n_updates):
+    """How many of the last updates give ``final_return``: ``max(1, round(final_window * n))``, computed in
+    float32 so a Python int and a traced ``n`` give the same count."""
+    if isinstance(n_updates, int):
+        return max(1, int(np.round(np.float32(final_window) * np.float32(n_updates))))
+    return jnp.maximum(1, jnp.round(jnp.float32(final_window) * n_updates.astype(jnp.float32)).astype(jnp.int32))
+
+
+def _final_return(return_sum, episode_count, n_updates, window, running_return):
+    """Mean return of the episodes completed in updates [n - window, n); with none, the running returns."""
+    index = jnp.arange(return_sum.shape[0])
+    inside = (index >= n_updates - window) & (index < n_updates)
+    window_sum = jnp.sum(jnp.where(inside, return_sum, 0.0))
+    window_count = jnp.sum(jnp.where(inside, episode_count, 0.0))
+    return jnp.where(window_count > 0, window_sum / jnp.maximum(window_count, 1.0), running_return.mean())
+
+
+def make_lifetime_train(
     env_name: str,
     config: PPOConfig,
     drift_fn: DriftFn | None,
+    max_updates: int,
     plain_ppo_clip_eps: float = 0.2,
-) -> Callable[[jax.Array, Any], dict[str, jax.Array]]:
-    """Build ``train(key, drift_params) -> metrics`` for one agent.
+) -> Callable[[jax.Array, Any, Any], dict[str, jax.Array]]:
+    """Build ``train(key, drift_params, n_updates) -> metrics`` for one agent whose lifetime is ``n_updates``
+    updates (a Python int, or a traced int32 scalar <= ``max_updates``; ``config.total_timesteps`` is not
+    read). Array shapes depend on ``max_updates`` only, so one compiled trainer serves every horizon up to it,
+    and a call costs what its own ``n_updates`` costs (a while loop under jit; vmapped over members and seeds
+    that share ``n_updates``, nothing is padded). Everything that depends on the horizon follows ``n_updates``:
+    the lr annealing, the progress input n/N, the log-horizon input log10(N) and the final window.
 
     ``drift_fn=None`` trains plain PPO with PureJaxRL's clipped surrogate (clip ``plain_ppo_clip_eps``;
     ``drift_params`` is ignored): the reference that the PPO drift must reproduce and the benchmark's baseline.
 
-    metrics: ``return_sum`` and ``episode_count`` per update (episodes completed in that update's rollout),
-    ``final_return`` (mean return of the episodes completed in the last ``final_window`` of updates) and
-    ``finite`` (whether the final network parameters are all finite) and ``param_norm`` (their global L2
-    norm: a cheap fingerprint of where training ended).
+    metrics: ``return_sum`` and ``episode_count`` per update ``[max_updates]`` (episodes completed in that
+    update's rollout; 0 after ``n_updates``), ``final_return`` (mean return of the episodes completed in the
+    last ``final_window`` of updates), ``finite`` (whether the final network parameters are all finite) and
+    ``param_norm`` (their global L2 norm: a cheap fingerprint of where training ended).
     """
     validate(config)
     env, env_params = make_env(env_name)
     n_actions = env.action_space(env_params).n
-    n_updates = num_updates(config)
     batch_size = config.num_envs * config.num_steps
     minibatch_size = batch_size // config.num_minibatches
-    window = max(1, round(config.final_window * n_updates))
-    horizon_input = jnp.float32(log_horizon(config))
     obs_shape = env.observation_space(env_params).shape
     network = ActorCritic(n_actions, config.hidden_size, config.activation, obs_ndim=len(obs_shape))
-
-    def lr_schedule(count):
-        frac = 1.0 - (count // (config.num_minibatches * config.update_epochs)) / n_updates
-        return config.lr * frac
-
-    tx = optax.chain(
-        optax.clip_by_global_norm(config.max_grad_norm),
-        optax.adam(lr_schedule if config.anneal_lr else config.lr, eps=1e-5),
-    )
     step_envs = jax.vmap(env.step, in_axes=(0, 0, 0, None))
     reset_envs = jax.vmap(env.reset, in_axes=(0, None))
+
+    def make_tx(n_updates):
+        def lr_schedule(count):
+            frac = 1.0 - (count // (config.num_minibatches * config.update_epochs)) / n_updates
+            return config.lr * frac
+
+        return optax.chain(
+            optax.clip_by_global_norm(config.max_grad_norm),
+            optax.adam(lr_schedule if config.anneal_lr else config.lr, eps=1e-5),
+        )
 
     def env_step(runner: RunnerState, _):
         key, k_act, k_step = jax.random.split(runner.key, 3)
@@ -267,7 +288,7 @@ def make_train(
         )
         return runner, (transition, completed)
 
-    def loss_fn(params, drift_params, batch, progress):
+    def loss_fn(params, drift_params, batch, progress, horizon_input):
         traj, advantage, target = batch
         logits, value = network.apply(params, traj.obs)
         log_probs = jax.nn.log_softmax(logits)
@@ -288,48 +309,54 @@ def make_train(
 
     grad_fn = jax.grad(loss_fn)
 
-    def update_minibatch(carry, minibatch):
-        params, opt_state, drift_params, progress = carry
-        grads = grad_fn(params, drift_params, minibatch, progress)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state, drift_params, progress), None
+    def train(key: jax.Array, drift_params: Any, n_updates) -> dict[str, jax.Array]:
+        tx = make_tx(n_updates)
+        if isinstance(n_updates, int):
+            horizon_input = jnp.float32(math.log10(n_updates))
+        else:
+            horizon_input = jnp.log10(n_updates.astype(jnp.float32))
+        window = final_window_updates(config.final_window, n_updates)
 
-    def update_epoch(carry, key):
-        params, opt_state, drift_params, progress, batch = carry
-        permutation = jax.random.permutation(key, batch_size)
-        minibatches = jax.tree.map(
-            lambda x: jnp.take(x, permutation, axis=0).reshape(
-                (config.num_minibatches, minibatch_size) + x.shape[1:]
-            ),
-            batch,
-        )
-        (params, opt_state, _, _), _ = jax.lax.scan(
-            update_minibatch, (params, opt_state, drift_params, progress), minibatches
-        )
-        return (params, opt_state, drift_params, progress, batch), None
+        def update_minibatch(carry, minibatch):
+            params, opt_state, progress = carry
+            grads = grad_fn(params, drift_params, minibatch, progress, horizon_input)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state, progress), None
 
-    def update_step(carry, update_index):
-        runner, drift_params = carry
-        runner, (traj, completed) = jax.lax.scan(env_step, runner, None, config.num_steps)
+        def update_epoch(carry, key):
+            params, opt_state, progress, batch = carry
+            permutation = jax.random.permutation(key, batch_size)
+            minibatches = jax.tree.map(
+                lambda x: jnp.take(x, permutation, axis=0).reshape(
+                    (config.num_minibatches, minibatch_size) + x.shape[1:]
+                ),
+                batch,
+            )
+            (params, opt_state, _), _ = jax.lax.scan(update_minibatch, (params, opt_state, progress), minibatches)
+            return (params, opt_state, progress, batch), None
 
-        # One batched critic pass over all post-step observations (cheaper than one per env step).
-        _, final_values = network.apply(runner.params, traj.final_obs)
-        advantages, targets = compute_gae(traj, final_values, config.gamma, config.gae_lambda)
+        def update_step(update_index, carry):
+            runner, return_sum, episode_count = carry
+            runner, (traj, completed) = jax.lax.scan(env_step, runner, None, config.num_steps)
 
-        progress = update_index / max(n_updates - 1, 1)  # n/N in [0, 1]
-        traj = traj._replace(final_obs=None)  # not needed by the loss: keep it out of the minibatch shuffles
-        batch = jax.tree.map(lambda x: x.reshape((batch_size,) + x.shape[2:]), (traj, advantages, targets))
-        key, k_epochs = jax.random.split(runner.key)
-        (params, opt_state, _, _, _), _ = jax.lax.scan(
-            update_epoch,
-            (runner.params, runner.opt_state, drift_params, progress, batch),
-            jax.random.split(k_epochs, config.update_epochs),
-        )
-        runner = runner._replace(params=params, opt_state=opt_state, key=key)
-        metrics = (completed.sum(), traj.done.sum().astype(jnp.float32))
-        return (runner, drift_params), metrics
+            # One batched critic pass over all post-step observations (cheaper than one per env step).
+            _, final_values = network.apply(runner.params, traj.final_obs)
+            advantages, targets = compute_gae(traj, final_values, config.gamma, config.gae_lambda)
 
-    def train(key: jax.Array, drift_params: Any) -> dict[str, jax.Array]:
+            progress = update_index / jnp.maximum(n_updates - 1, 1)  # n/N in [0, 1]
+            traj = traj._replace(final_obs=None)  # not needed by the loss: keep it out of the minibatch shuffles
+            batch = jax.tree.map(lambda x: x.reshape((batch_size,) + x.shape[2:]), (traj, advantages, targets))
+            key, k_epochs = jax.random.split(runner.key)
+            (params, opt_state, _, _), _ = jax.lax.scan(
+                update_epoch,
+                (runner.params, runner.opt_state, progress, batch),
+                jax.random.split(k_epochs, config.update_epochs),
+            )
+            runner = runner._replace(params=params, opt_state=opt_state, key=key)
+            return_sum = return_sum.at[update_index].set(completed.sum())
+            episode_count = episode_count.at[update_index].set(traj.done.sum().astype(jnp.float32))
+            return runner, return_sum, episode_count
+
         k_net, k_env, k_run = jax.random.split(key, 3)
         init_obs = jnp.zeros((1,) + obs_shape, jnp.float32)
         params = network.init(k_net, init_obs)
@@ -337,14 +364,10 @@ def make_train(
         runner = RunnerState(
             params, tx.init(params), env_state, obs, jnp.zeros(config.num_envs, jnp.float32), k_run
         )
-        (runner, _), (return_sum, episode_count) = jax.lax.scan(
-            update_step, (runner, drift_params), jnp.arange(n_updates)
-        )
-        window_sum, window_count = return_sum[-window:].sum(), episode_count[-window:].sum()
+        zeros = jnp.zeros((max_updates,), jnp.float32)
+        runner, return_sum, episode_count = jax.lax.fori_loop(0, n_updates, update_step, (runner, zeros, zeros))
         # No episode finished in the window (very long episodes): fall back to the running returns.
-        final_return = jnp.where(
-            window_count > 0, window_sum / jnp.maximum(window_count, 1.0), runner.episode_return.mean()
-        )
+        final_return = _final_return(return_sum, episode_count, n_updates, window, runner.episode_return)
         leaves = jax.tree.leaves(runner.params)
         finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(p)) for p in leaves]))
         param_norm = jnp.sqrt(sum(jnp.sum(jnp.square(p)) for p in leaves))
@@ -359,6 +382,62 @@ def make_train(
     return train
 
 
+def make_train(
+    env_name: str,
+    config: PPOConfig,
+    drift_fn: DriftFn | None,
+    plain_ppo_clip_eps: float = 0.2,
+) -> Callable[[jax.Array, Any], dict[str, jax.Array]]:
+    """Build ``train(key, drift_params) -> metrics`` for one agent trained for ``config.total_timesteps``
+    (:func:`make_lifetime_train` at the config's own horizon; see it for the metrics)."""
+    n_updates = num_updates(config)
+    train = make_lifetime_train(env_name, config, drift_fn, n_updates, plain_ppo_clip_eps)
+    return lambda key, drift_params: train(key, drift_params, n_updates)
+
+
+def make_random_policy(env_name: str, config: PPOConfig, max_updates: int) -> Callable[[jax.Array, Any], jax.Array]:
+    """Jitted ``run(keys[S], n_updates) -> final_return[S]``: a uniformly random policy stepped exactly as the
+    trainer steps its agents (``num_envs`` envs, ``num_steps`` per update, ``n_updates`` updates) and scored the
+    same way (the episodes completed in the last ``final_window`` of updates). The floor of the normalization
+    ``(R - R_random) / (R_ppo - R_random)``."""
+    validate(config)
+    env, env_params = make_env(env_name)
+    n_actions = env.action_space(env_params).n
+    step_envs = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+    reset_envs = jax.vmap(env.reset, in_axes=(0, None))
+
+    def env_step(carry, _):
+        env_state, episode_return, key = carry
+        key, k_act, k_step = jax.random.split(key, 3)
+        action = jax.random.randint(k_act, (config.num_envs,), 0, n_actions)
+        _, env_state, reward, terminated, truncated, _ = step_envs(
+            jax.random.split(k_step, config.num_envs), env_state, action, env_params
+        )
+        done = jnp.logical_or(terminated, truncated)
+        episode_return = episode_return + reward
+        completed = jnp.where(done, episode_return, 0.0)
+        return (env_state, jnp.where(done, 0.0, episode_return), key), (completed, done)
+
+    def run_one(key, n_updates):
+        window = final_window_updates(config.final_window, n_updates)
+        k_env, k_run = jax.random.split(key)
+        _, env_state = reset_envs(jax.random.split(k_env, config.num_envs), env_params)
+
+        def update(i, carry):
+            state, return_sum, episode_count = carry
+            state, (completed, done) = jax.lax.scan(env_step, state, None, config.num_steps)
+            return_sum = return_sum.at[i].set(completed.sum())
+            episode_count = episode_count.at[i].set(done.sum().astype(jnp.float32))
+            return state, return_sum, episode_count
+
+        zeros = jnp.zeros((max_updates,), jnp.float32)
+        state = (env_state, jnp.zeros(config.num_envs, jnp.float32), k_run)
+        state, return_sum, episode_count = jax.lax.fori_loop(0, n_updates, update, (state, zeros, zeros))
+        return _final_return(return_sum, episode_count, n_updates, window, state[1])
+
+    return jax.jit(jax.vmap(run_one, in_axes=(0, None)))
+
+
 def make_population_train(
     env_name: str, config: PPOConfig, drift_fn: DriftFn | None
 ) -> Callable[[jax.Array, Any], dict[str, jax.Array]]:
@@ -366,6 +445,23 @@ def make_population_train(
     train = make_train(env_name, config, drift_fn)
     over_seeds = jax.vmap(train, in_axes=(0, None))
     return jax.jit(jax.vmap(over_seeds, in_axes=(0, 0)))
+
+
+def make_population_lifetime_train(
+    env_name: str, config: PPOConfig, drift_fn: DriftFn | None, max_updates: int
+) -> Callable[[jax.Array, Any, jax.Array], dict[str, jax.Array]]:
+    """Jitted ``train(keys[P, S], drift_params[P, ...], n_updates) -> metrics[P, S, ...]``: P members x S seeds
+    trained for ``n_updates`` updates (<= ``max_updates``) in one call, compiled once for every horizon up to
+    ``max_updates`` (:func:`make_lifetime_train`). ``n_updates`` is an int32 scalar, or an int32 ``[P]`` array
+    holding the same value for every member (so that it shards with the population); member 0's is used."""
+    train = make_lifetime_train(env_name, config, drift_fn, max_updates)
+    over_population = jax.vmap(jax.vmap(train, in_axes=(0, None, None)), in_axes=(0, 0, None))
+
+    def population(keys, drift_params, n_updates):
+        n_updates = jnp.asarray(n_updates, jnp.int32)
+        return over_population(keys, drift_params, n_updates if n_updates.ndim == 0 else n_updates[0])
+
+    return jax.jit(population)
 
 
 def return_curve(metrics: dict[str, jax.Array]) -> np.ndarray:

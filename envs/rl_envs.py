@@ -1,10 +1,12 @@
 """The gymnax environments the RL-objective search trains on, with PureJaxRL's per-env PPO settings.
 
 ``ENV_SPECS[name]`` gives the PPO config a run of that env uses by default, the held-out envs a drift
-learned on it is transferred to, and the return floor used by normalization:
-``normalized(R) = (R - floor) / (R_ppo - floor)``, so PPO scores 1 and a policy that learned nothing 0.
-The floor is 0 for envs whose returns are non-negative (then this is R / R_ppo) and -500 for Acrobot-v1,
-whose returns are negative (-500 = never reached the goal in the 500-step limit).
+learned on it is transferred to, and the env's lowest possible return (``return_floor``, for reference).
+
+Returns are normalized per env and horizon by a uniformly random policy and by PPO:
+``score(R) = (R - R_random) / (R_ppo - R_random)``, so PPO scores 1 and a policy that learned nothing 0
+(``envs.ppo.make_random_policy`` measures R_random exactly as the trainer scores its agents). Where PPO is not
+above random beyond noise (:func:`normalizer_defined`), the score is undefined and reported as such.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import typing
 from typing import NamedTuple
+
+import numpy as np
 
 from discover.infra.errors import InputError
 from envs.ppo import PPOConfig
@@ -80,9 +84,26 @@ def ppo_config(env_name: str, settings=None, **overrides) -> PPOConfig:
     return dataclasses.replace(config, **overrides)
 
 
-def normalize_return(value, ppo_return: float, return_floor: float):
-    """(R - floor) / (R_ppo - floor); works on floats and arrays."""
-    scale = ppo_return - return_floor
-    if abs(scale) < 1e-8:
-        scale = 1e-8  # PPO learned nothing: any progress is "infinitely" better; avoid dividing by 0
-    return (value - return_floor) / scale
+def at_horizon(reference: PPOConfig, multiple: float) -> PPOConfig:
+    """``reference`` trained for ``multiple`` x its steps (at least one update)."""
+    per_update = reference.num_envs * reference.num_steps
+    steps = max(per_update, round(reference.total_timesteps * multiple))
+    return dataclasses.replace(reference, total_timesteps=steps)
+
+
+def normalize_return(value, ppo_return: float, random_return: float):
+    """(R - R_random) / (R_ppo - R_random); works on floats and arrays. Meaningful only where
+    :func:`normalizer_defined` holds (a gap of 0 gives inf/NaN, never a made-up number)."""
+    return (value - random_return) / (ppo_return - random_return)
+
+
+def normalizer_defined(ppo_returns, random_returns) -> bool:
+    """Whether PPO is above the random policy beyond noise: the gap of the means exceeds 2 combined standard
+    errors (the project's rule for a difference). Needs at least 2 runs of each."""
+    ppo = np.asarray(ppo_returns, np.float64)
+    rnd = np.asarray(random_returns, np.float64)
+    if len(ppo) < 2 or len(rnd) < 2 or not (np.isfinite(ppo).all() and np.isfinite(rnd).all()):
+        return False
+    se = np.sqrt(ppo.var(ddof=1) / len(ppo) + rnd.var(ddof=1) / len(rnd))
+    gap = ppo.mean() - rnd.mean()
+    return bool(gap > 0 and gap > 2.0 * se)

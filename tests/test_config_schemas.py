@@ -7,8 +7,9 @@ import pathlib
 
 import pytest
 
-from discover.infra.config import ConfigError, dump_config, load_config
+from discover.infra.config import ConfigError, dump_config, load_config, peek_kind
 from discover.infra.search_config import BaseSearchConfig, CheckpointSection
+from discover.searches import get_search
 from discover.searches.rl.config import RLSearchConfig
 from discover.searches.update_rules.config import SearchConfig
 from discover.shared.es import STRATEGY_NAMES
@@ -37,7 +38,7 @@ def test_both_searches_share_one_base_section():
 
 @pytest.mark.parametrize("path", sorted(EXPERIMENTS.glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_experiments_use_the_current_names(path, capsys):
-    schema = SearchConfig if "kind: update_rule" in path.read_text() else RLSearchConfig
+    schema = get_search(peek_kind(str(path))).config_type
     config = load_config(schema, path)
     assert capsys.readouterr().err == ""  # no deprecation notice
     assert load_config(schema, text=dump_config(config)) == config

@@ -1,7 +1,6 @@
-"""RL-objective search: config validation, a tiny end-to-end search, TensorBoard, exact resume after SIGKILL,
-saved drifts and transfer."""
+"""RL-objective search: config validation, a tiny end-to-end search over two lifetimes, one compile for every
+horizon, TensorBoard, exact resume after SIGKILL, saved drifts and transfer."""
 
-import json
 import os
 import pathlib
 import signal
@@ -16,10 +15,10 @@ import pytest
 from discover.infra.config import ConfigError, dump_config, load_config
 from discover.infra.rundir import RunDir
 from discover.searches.rl.config import RLSearchConfig
-from discover.searches.rl.search import run_rl_search
+from discover.searches.rl.search import RLObjectiveSearch, run_rl_search
 from discover.shared.drift_io import DriftFileError, load_drift, save_drift
-from discover.shared.rl_transfer import reference_ppo_config, run_rl_transfer
-from discover.shared.runner import NullProgress, search_result
+from discover.shared.rl_transfer import reference_ppo_config
+from discover.shared.runner import CompileCounter, NullProgress, search_result
 from envs import rl_envs
 from search_spaces.drift import DriftConfig, make_drift
 
@@ -45,7 +44,9 @@ def tiny_run(tmp_path_factory):
 # Configs
 
 
-@pytest.mark.parametrize("name", ["talpo_tiny.yaml", "talpo_cartpole.yaml", "talpo_minatar.yaml"])
+@pytest.mark.parametrize(
+    "name", ["talpo_tiny.yaml", "talpo_cartpole.yaml", "talpo_cpu_hour.yaml", "talpo_minatar.yaml"]
+)
 def test_shipped_configs_load(name):
     config = load_config(RLSearchConfig, REPO / "experiments" / name)
     assert config.kind == "rl_objective"
@@ -71,6 +72,10 @@ def test_minatar_config_uses_purejaxrl_minatar_settings():
         ("env.name=Cartpole-v1", "did you mean 'CartPole-v1'"),
         ("es.strategy=OpenES", "did you mean 'Open_ES'"),
         ("es.sigmaa=0.1", "unknown key"),
+        ("horizon.multiples=[]", "at least one horizon"),
+        ("es.strategy=PersistentES", "truncated lifetimes"),
+        ("horizon.multiples=[1,1]", "distinct"),
+        ("horizon.multiples=[0]", "horizon.multiples"),
     ],
 )
 def test_bad_config_is_one_line_naming_the_key(override, expected):
@@ -110,10 +115,6 @@ def test_saved_drift_round_trip(tmp_path):
 # A tiny end-to-end search
 
 
-def baselines_mean(run) -> float:
-    return run.read_json("baselines.json")["ppo"]["mean"]
-
-
 def test_tiny_search_writes_results(tiny_run):
     _, config, run, summary = tiny_run
     assert summary["generations_done"] == config.es.generations and not summary["interrupted"]
@@ -125,17 +126,29 @@ def test_tiny_search_writes_results(tiny_run):
     selection = results["selection"]
     winner = "best" if selection["best"] > selection["final"] else "final"
     assert results["best_drift_is"] == ("best-during-search mean" if winner == "best" else "final mean")
-    assert np.isfinite(results["best_drift_stderr"]) and results["final_eval_runs"] == config.es.popsize + 1
-    assert results["dpo_normalized_return"] == pytest.approx(
-        np.mean([(r - 0.0) / baselines_mean(run) for r in run.read_json("baselines.json")["dpo"]["final_returns"]]))
+    runs = (config.es.popsize + 1) * config.es.train_seeds
+    assert np.isfinite(results["best_drift_stderr"]) and results["final_eval_runs"] == runs
+    # Scores are normalized per horizon by PPO (1) and the random policy (0); the headline averages horizons.
+    baselines = run.read_json("baselines.json")
+    assert [h["multiple"] for h in baselines["horizons"]] == config.horizon.multiples
+    dpo = [np.mean([(r - h["random"]["mean"]) / (h["ppo"]["mean"] - h["random"]["mean"])
+                    for r in h["dpo"]["final_returns"]]) for h in baselines["horizons"]]
+    assert results["dpo_normalized_return"] == pytest.approx(np.mean(dpo))
+    assert results["ppo_normalized_return"] == pytest.approx(1.0)
+    learned = results["per_horizon"]["learned"]
+    assert list(learned) == ["1", "2"]
+    assert results["best_drift_normalized_return"] == pytest.approx(np.mean([v["mean"] for v in learned.values()]))
     assert sorted(results["files"]) == sorted(["baselines.json", "best_drift.npz", "final_drift.npz", "drift.png",
                                                "results.json"])
     assert all(run.file(name).is_file() for name in results["files"])
-    baselines = run.read_json("baselines.json")
-    assert len(baselines["ppo"]["final_returns"]) == config.fitness.baseline_seeds
-    assert baselines["ppo"]["mean"] == pytest.approx(results["ppo_return"])
+    for h in baselines["horizons"]:
+        assert len(h["ppo"]["final_returns"]) == len(h["random"]["final_returns"]) == config.fitness.baseline_seeds
+        assert h["defined"] and h["ppo"]["mean"] == pytest.approx(results["ppo_returns"][f"{h['multiple']:g}"])
+        assert h["num_updates"] == round(16 * h["multiple"])
+    assert set(results["history"]["horizon"]) <= set(config.horizon.multiples)
     family, _, meta = load_drift(run.file("best_drift.npz"))
     assert family.config == config.drift and meta["env"] == "CartPole-v1"
+    assert meta["horizons"] == config.horizon.multiples and meta["es"]["train_seeds"] == config.es.train_seeds
     assert run.file("drift.png").stat().st_size > 0
 
 
@@ -152,6 +165,29 @@ def test_tiny_search_tensorboard(tiny_run):
     for image in ("drift/learned_vs_ppo_dpo", "returns/curves", "drift/best", "drift/initial"):
         assert image in tags["images"], image
     assert "es/member_normalized_return" in tags["histograms"]
+
+
+def test_one_compile_for_every_horizon(tiny_run):
+    """Generations at different horizons reuse one compiled trainer: a horizon is data, not a shape."""
+    root, config, _, _ = tiny_run
+    search = RLObjectiveSearch()
+    ctx = search.prepare(config, RunDir.create(root, "compiles", dump_config(config)), NullProgress())
+    state = search.init(ctx)
+    rows = jax.tree.map(lambda x: np.broadcast_to(x, (ctx.search.rows,) + x.shape),
+                        ctx.search.strategy.get_mean(state.es_state))
+    keys = jax.random.split(jax.random.PRNGKey(0), ctx.search.rows * 2).reshape(ctx.search.rows, 2, 2)
+    longest = max(ctx.search.horizon_updates)
+    counts, episodes = [], []
+    for n in ctx.search.horizon_updates:
+        metrics = ctx.search.train_rows(keys, rows, n)
+        counts.append(CompileCounter.count)
+        count = np.asarray(metrics["episode_count"])
+        assert count.shape == (ctx.search.rows, 2, longest)
+        assert (count[..., n:] == 0).all() and count[..., :n].sum() > 0  # trained for n updates, not longer
+        episodes.append(count.sum())
+    assert counts[-1] == counts[0], "a new horizon recompiled the trainer"
+    assert episodes[1] > episodes[0]
+    assert ctx.search.train.compiles() == 1
 
 
 class _SigtermAfterFirstGeneration(NullProgress):
@@ -179,7 +215,7 @@ sys.path.insert(0, {repo!r})
 from discover.infra.config import load_config
 from discover.infra.rundir import RunDir
 from discover.searches.rl.config import RLSearchConfig
-from discover.searches.rl.search import run_rl_search
+from discover.searches.rl.search import RLObjectiveSearch, run_rl_search
 from discover.shared.runner import NullProgress
 
 class SlowProgress(NullProgress):  # gives the parent time to SIGKILL us between checkpoints
@@ -225,17 +261,3 @@ def test_resume_after_sigkill_matches_uninterrupted(tiny_run):
             assert a.files == b.files
             for key in a.files:
                 np.testing.assert_array_equal(a[key], b[key])
-
-
-@pytest.mark.slow
-def test_transfer_table(tiny_run):
-    _, _, run, _ = tiny_run
-    markdown = run_rl_transfer(run.path, envs=["CartPole-v1"], horizons=[1.0], seeds=2)
-    assert "| CartPole-v1 | 1x | 256 |" in markdown
-    assert "PPO" in markdown and "DPO" in markdown and "learned" in markdown
-    rows = json.loads(run.file("transfer.json").read_text())["rows"]
-    assert rows[0]["PPO"]["mean"] == pytest.approx(1.0)  # normalized by its own mean
-    assert len(rows[0]["learned"]["returns"]) == 2
-    assert run.file("transfer.png").stat().st_size > 0
-    with pytest.raises(ValueError, match="unknown environment"):
-        run_rl_transfer(run.path, envs=["Pong"], horizons=[1.0], seeds=1)

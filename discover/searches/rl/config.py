@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from discover.infra.search_config import BaseSearchConfig, CheckpointSection, redefault
+from discover.shared import cbo
 from discover.shared.es import STRATEGY_NAMES
 from envs import rl_envs
 from envs.ppo import PPOConfig, validate
@@ -19,6 +20,11 @@ class EnvSection:
     name: str = dataclasses.field(
         default="CartPole-v1", metadata={"choices": rl_envs.ENV_NAMES, "help": "meta-training env"}
     )
+
+
+# Strategies that accumulate perturbations over several ES steps of ONE unrolled inner problem (PES, noise-reuse
+# ES): with whole lifetimes trained from scratch every generation their estimate would mix unrelated runs.
+TRUNCATED_UNROLL_STRATEGIES = ("PersistentES", "NoiseReuseES")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,28 +43,59 @@ class ESSection:
     generations: int = dataclasses.field(default=256, metadata={"min": 1, "help": "ES generations"})
     train_seeds: int = dataclasses.field(
         default=1,
-        metadata={"min": 1, "help": "training seeds averaged per candidate", "renamed_from": "seeds_per_member"},
+        metadata={
+            "min": 1,
+            "help": "training seeds per candidate, the same for every row of a generation (common random numbers)",
+            "renamed_from": "seeds_per_member",
+        },
     )
+    # CBO (strategy: CBO, discover.shared.cbo): its particles start with std `sigma` around the initial drift;
+    # `rank_shaping` gives alpha centered ranks in [-0.5, 0.5] to weigh (else the raw fitness).
+    cbo_alpha: float = dataclasses.field(
+        default=cbo.DEFAULT_ALPHA, metadata={"min": 0.0, "help": "CBO: inverse temperature of the consensus weights"})
+    cbo_lambda: float = dataclasses.field(
+        default=cbo.DEFAULT_LAMBDA, metadata={"min": 0.0, "help": "CBO: drift towards the consensus point"})
+    cbo_sigma: float = dataclasses.field(
+        default=cbo.DEFAULT_SIGMA, metadata={"min": 0.0, "help": "CBO: anisotropic noise, times |x - consensus|"})
+    cbo_dt: float = dataclasses.field(
+        default=cbo.DEFAULT_DT, metadata={"min": 1e-6, "max": 10.0, "help": "CBO: Euler-Maruyama step"})
 
     def __post_init__(self) -> None:
+        if self.strategy in TRUNCATED_UNROLL_STRATEGIES:
+            raise ValueError(
+                f"strategy {self.strategy} estimates gradients over truncated lifetimes (one inner training "
+                "continued across ES steps); this search trains every lifetime from scratch to its end: use Open_ES"
+            )
         if self.antithetic and self.popsize % 2:
             raise ValueError(f"popsize must be even with antithetic sampling, got {self.popsize}")
 
 
 @dataclasses.dataclass(frozen=True)
+class HorizonSection:
+    multiples: list[float] = dataclasses.field(
+        default_factory=lambda: [1.0],
+        metadata={
+            "min": 1e-3,
+            "max": 1e3,
+            "help": "lifetimes meta-trained on, as multiples of ppo.total_timesteps; each generation samples one "
+            "(uniformly: log-spaced multiples give log-uniform lifetimes) for all its rows and seeds",
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if not self.multiples:
+            raise ValueError("multiples must name at least one horizon")
+        if len(set(self.multiples)) != len(self.multiples):
+            raise ValueError(f"multiples must be distinct, got {list(self.multiples)}")
+
+
+@dataclasses.dataclass(frozen=True)
 class FitnessSection:
     baseline_seeds: int = dataclasses.field(
-        default=16, metadata={"min": 1, "help": "PPO (and DPO) seeds for the normalizer"}
+        default=16, metadata={"min": 2, "help": "PPO, DPO and random-policy seeds per horizon (the normalizer)"}
     )
     cache_dir: str | None = dataclasses.field(
         default=None, metadata={"help": "where baseline returns are cached; null = <run root>/.rl_baselines"}
-    )
-    final_eval_rows: int | None = dataclasses.field(
-        default=None,
-        metadata={
-            "min": 2,
-            "help": "rows of the final re-evaluation of best/final drift; null = popsize + 1",
-        },
     )
 
 
@@ -80,6 +117,7 @@ class RLSearchConfig(BaseSearchConfig):
         metadata={"help": "inner-loop PPO settings; a null field takes the env's PureJaxRL default"},
     )
     drift: DriftConfig = dataclasses.field(default_factory=DriftConfig)
+    horizon: HorizonSection = dataclasses.field(default_factory=HorizonSection)
     es: ESSection = dataclasses.field(default_factory=ESSection)
     fitness: FitnessSection = dataclasses.field(default_factory=FitnessSection)
     log: LogSection = dataclasses.field(default_factory=LogSection)
@@ -94,4 +132,9 @@ class RLSearchConfig(BaseSearchConfig):
 
     @property
     def ppo_config(self) -> PPOConfig:
+        """The PPO config at horizon multiple 1 (``ppo.total_timesteps``)."""
         return rl_envs.ppo_config(self.env.name, self.ppo)
+
+    def ppo_at(self, multiple: float) -> PPOConfig:
+        """The PPO config at one horizon multiple (at least one update)."""
+        return rl_envs.at_horizon(self.ppo_config, multiple)

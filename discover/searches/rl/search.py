@@ -1,19 +1,23 @@
 """RL-objective search: evolution strategies over a drift network (LPO / TA-LPO).
 
-One generation: the ES proposes ``popsize`` drift-parameter vectors; every one of them, and the ES mean as one
-extra row, trains PPO-style agents from scratch (``envs.ppo``, all rows x seeds in one jitted call, the same
-training seeds for every row); a row's score is its mean final return normalized by PPO's on the same env and
-horizon (``envs.rl_envs.normalize_return``: PPO = 1); fitness = -score (the engine minimizes), a row whose
-training produced NaN/inf gets fitness +inf and is counted.
+One generation: a training horizon is drawn from ``horizon.multiples`` (uniformly; log-spaced multiples make
+lifetimes log-uniform); the ES proposes ``popsize`` drift-parameter vectors; every one of them, and the ES mean
+as one extra row, trains ``es.train_seeds`` PPO-style agents from scratch for that horizon (``envs.ppo``, all
+rows x seeds in one jitted call compiled once for every horizon, the same training seeds for every row); a
+row's score is its mean final return normalized at that horizon by PPO's and a random policy's
+(``envs.rl_envs.normalize_return``: PPO = 1, random = 0); fitness = -score (the engine minimizes; Open_ES
+shapes it to centred ranks), a row whose training produced NaN/inf gets fitness +inf and is counted.
 
-Outputs in the run directory: ``baselines.json`` (PPO and DPO on this env and horizon), ``best_drift.npz`` and
-``final_drift.npz`` (drift parameters with their config as JSON; no pickle), ``drift.png``, ``results.json``,
-TensorBoard events (ES statistics, return curves, pictures of the drift over (r, A) at n/N = 0, 0.5, 1 next to
-PPO's and DPO's) and orbax checkpoints of the whole search state (resume is exact).
+Outputs in the run directory: ``baselines.json`` (PPO, DPO and the random policy at every horizon),
+``best_drift.npz`` and ``final_drift.npz`` (drift parameters with their config as JSON; no pickle),
+``drift.png``, ``results.json``, TensorBoard events (ES statistics, return curves, pictures of the drift over
+(r, A) at n/N = 0, 0.5, 1 next to PPO's and DPO's) and orbax checkpoints of the whole search state (resume is
+exact).
 
-After the last generation the final ES mean and the best-scoring mean are re-evaluated on fresh seeds (one
-population-sized call) and the better one is chosen; the chosen drift is then scored again on another set of
-fresh seeds (a second call), and that score is the one reported: selection and report never share seeds.
+After the last generation the final ES mean and the best-scoring mean are re-evaluated on fresh seeds at every
+horizon (one population-sized call per horizon, half the rows each) and the better one on average is chosen;
+the chosen drift is then scored again on another set of fresh seeds (a second call per horizon), and that
+score is the one reported: selection and report never share seeds.
 """
 
 from __future__ import annotations
@@ -31,15 +35,19 @@ from jax.flatten_util import ravel_pytree
 from discover.infra.config import load_config
 from discover.infra.rundir import RunDir, TBLogger
 from discover.infra.sharding import population_mesh, sharded
-from discover.searches.rl.baselines import load_or_compute_baselines, population_trainer
+from discover.searches.rl.baselines import (
+    check_defined,
+    horizon_updates,
+    load_or_compute_baselines,
+    population_trainer,
+)
 from discover.searches.rl.config import RLSearchConfig
 from discover.searches.rl.figures import curves_figure, drift_figure
 from discover.searches.rl.steps import SearchContext, SearchState, init_search_state, run_generation
 from discover.shared import runner
 from discover.shared.drift_io import save_drift
-from discover.shared.es import make_strategy
+from discover.shared.es import cbo_options, make_strategy
 from discover.shared.runner import Progress, Summary
-from envs import rl_envs
 from envs.ppo import log_horizon, return_curve
 from search_spaces.drift import make_drift
 
@@ -54,11 +62,20 @@ def _mean_and_stderr(values: np.ndarray) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values)))
 
 
+def _over_horizons(per_horizon: dict[str, dict]) -> tuple[float, float]:
+    """The mean over horizons of per-horizon means, with its standard error (independent runs per horizon)."""
+    means = [v["mean"] for v in per_horizon.values()]
+    ses = [v["stderr"] for v in per_horizon.values()]
+    return float(np.mean(means)), float(math.sqrt(sum(se * se for se in ses)) / len(ses))
+
+
 @dataclasses.dataclass
 class RLSummary(Summary):
     env: str = ""
     total_timesteps: int = 0
-    ppo_return: float = float("nan")
+    horizons: list = dataclasses.field(default_factory=list)  # multiples of total_timesteps meta-trained on
+    ppo_returns: dict = dataclasses.field(default_factory=dict)  # multiple -> PPO's mean return
+    random_returns: dict = dataclasses.field(default_factory=dict)  # multiple -> the random policy's
     ppo_normalized_return: float = 1.0
     ppo_stderr: float = float("nan")
     dpo_normalized_return: float = float("nan")
@@ -68,18 +85,25 @@ class RLSummary(Summary):
     best_drift_normalized_return: float = float("nan")
     best_drift_stderr: float = float("nan")
     best_drift_is: str = ""
-    final_eval_runs: int = 0
+    per_horizon: dict = dataclasses.field(default_factory=dict)  # method -> multiple -> {mean, stderr}
+    final_eval_runs: int = 0  # fresh runs of the chosen drift per horizon
     selection: dict = dataclasses.field(default_factory=dict)
     history: dict = dataclasses.field(default_factory=dict)
 
     def headline(self) -> list[str]:
-        runs = f"{self.final_eval_runs} fresh runs"
+        horizons = ", ".join(f"{m:g}x" for m in self.horizons)
+        learned = self.per_horizon.get("learned", {})
+        per = "  ".join(f"{m}x {v['mean']:.3f}" for m, v in learned.items())
         return [
-            f"normalized return on {self.env} (PPO = 1, the env's return floor = 0; mean ± standard error):",
+            (f"normalized return on {self.env} (PPO = 1, random policy = 0; mean ± standard error, averaged over "
+             f"horizons {horizons} of {self.total_timesteps:,} steps):"),
             (f"  learned drift ({self.best_drift_is}): {self.best_drift_normalized_return:.3f} ± "
-            f"{self.best_drift_stderr:.3f}  ({runs}, seeds not used to choose it)"),
+             f"{self.best_drift_stderr:.3f}  ({self.final_eval_runs} fresh runs per horizon, seeds not used to "
+             "choose it)"),
+            *([f"    per horizon: {per}"] if len(learned) > 1 else []),
             (f"  PPO: {self.ppo_normalized_return:.3f} ± {self.ppo_stderr:.3f}   "
-            f"DPO: {self.dpo_normalized_return:.3f} ± {self.dpo_stderr:.3f}  (baseline seeds)"),
+             f"DPO: {self.dpo_normalized_return:.3f} ± {self.dpo_stderr:.3f}  (baseline seeds)"),
+            "  held-out envs and horizons, with confidence intervals: discover transfer RUN",
         ]
 
     def hparam_metrics(self) -> dict[str, float]:
@@ -106,8 +130,14 @@ class RunContext:
         ppo = self.config.ppo_config
         return ppo.num_envs * ppo.num_steps
 
-    def baseline_curves(self) -> dict[str, np.ndarray]:
-        return {name.upper(): np.array(self.baselines[name]["curve"], np.float64) for name in ("ppo", "dpo")}
+    @property
+    def reference_bucket(self) -> int:
+        """The horizon bucket closest to multiple 1 (on a log scale): what curves and pictures show."""
+        return int(np.argmin([abs(math.log(m)) for m in self.search.multiples]))
+
+    def baseline_curves(self, bucket: int | None = None) -> dict[str, np.ndarray]:
+        entry = self.baselines["horizons"][self.reference_bucket if bucket is None else bucket]
+        return {name.upper(): np.array(entry[name]["curve"], np.float64) for name in ("ppo", "dpo")}
 
 
 def _drift_meta(config: RLSearchConfig, **extra) -> dict:
@@ -116,25 +146,32 @@ def _drift_meta(config: RLSearchConfig, **extra) -> dict:
         "drift": dataclasses.asdict(config.drift),
         "env": config.env.name,
         "ppo": dataclasses.asdict(config.ppo_config),
+        "horizons": [float(m) for m in config.horizon.multiples],
+        "es": dataclasses.asdict(config.es),
+        "seed": config.seed,
         **extra,
     }
 
 
-def _evaluate(ctx: SearchContext, rows: Any, salt: int) -> dict:
-    """Trains every row on its own fresh seeds (folded from the run seed and ``salt``) with the compiled
-    trainer; per-row normalized returns (-inf where training failed) and the raw metrics."""
+def _evaluate(ctx: SearchContext, rows: Any, salt: int, bucket: int) -> dict:
+    """Trains every row on its own fresh seeds (folded from the run seed, ``salt`` and the bucket) at horizon
+    bucket ``bucket`` with the compiled trainer; per-run normalized returns ``[rows, seeds]`` (-inf where
+    training failed) and the raw metrics."""
     train_seeds = ctx.config.es.train_seeds
-    keys = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(ctx.config.seed), salt), ctx.rows * train_seeds)
-    metrics = jax.device_get(ctx.train(keys.reshape((ctx.rows, train_seeds) + keys.shape[1:]), rows))
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(ctx.config.seed), salt), bucket)
+    keys = jax.random.split(key, ctx.rows * train_seeds)
+    keys = keys.reshape((ctx.rows, train_seeds) + keys.shape[1:])
+    metrics = jax.device_get(ctx.train_rows(keys, rows, ctx.horizon_updates[bucket]))
     finals = np.asarray(metrics["final_return"], np.float64)
-    finite = np.asarray(metrics["finite"]).all(axis=1)
-    return {"per_row": np.where(finite, np.asarray(ctx.normalize(finals.mean(axis=1))), -np.inf),
-            "metrics": metrics}
+    finite = np.asarray(metrics["finite"])
+    normalized = np.asarray(ctx.normalize(finals, bucket), np.float64)
+    return {"per_run": np.where(finite, normalized, -np.inf), "metrics": metrics}
 
 
 def final_evaluation(state: SearchState, ctx: SearchContext) -> dict:
-    """Chooses between the final ES mean and the best-scoring mean on one set of fresh seeds (half the rows
-    each), then scores the chosen one on another set (every row), reusing the compiled trainer."""
+    """Chooses between the final ES mean and the best-scoring mean on one set of fresh seeds at every horizon
+    (half the rows each; the higher mean over horizons wins), then scores the chosen one on another set (every
+    row, every horizon), reusing the compiled trainer."""
     final_params = ctx.strategy.get_mean(state.es_state)
     _, unravel = ravel_pytree(final_params)
     best_params = unravel(state.best_mean)
@@ -142,17 +179,36 @@ def final_evaluation(state: SearchState, ctx: SearchContext) -> dict:
     pick = np.arange(ctx.rows) >= half
     both = jax.tree.map(lambda f, b: jnp.where(jnp.asarray(pick).reshape((-1,) + (1,) * f.ndim), b[None], f[None]),
                         final_params, best_params)
-    selection = _evaluate(ctx, both, SELECT_SALT)["per_row"]
-    scores = {"final": float(selection[~pick].mean()), "best": float(selection[pick].mean())}
+    buckets = range(len(ctx.multiples))
+    selection = [_evaluate(ctx, both, SELECT_SALT, k)["per_run"] for k in buckets]
+    scores = {"final": float(np.mean([s[~pick].mean() for s in selection])),
+              "best": float(np.mean([s[pick].mean() for s in selection]))}
     winner = "best" if scores["best"] > scores["final"] else "final"
     chosen = {"final": final_params, "best": best_params}[winner]
     rows = jax.tree.map(lambda x: jnp.broadcast_to(x[None], (ctx.rows,) + x.shape), chosen)
-    report = _evaluate(ctx, rows, REPORT_SALT)
-    mean, stderr = _mean_and_stderr(report["per_row"])
-    curve = return_curve({k: report["metrics"][k] for k in ("return_sum", "episode_count")})
+    per_horizon, curve = {}, None
+    for k in buckets:
+        report = _evaluate(ctx, rows, REPORT_SALT, k)
+        mean, stderr = _mean_and_stderr(report["per_run"].ravel())
+        per_horizon[f"{ctx.multiples[k]:g}"] = {"mean": mean, "stderr": stderr}
+        if k == int(np.argmin([abs(math.log(m)) for m in ctx.multiples])):
+            n = ctx.horizon_updates[k]
+            curve = return_curve({name: report["metrics"][name][..., :n] for name in ("return_sum", "episode_count")})
+    mean, stderr = _over_horizons(per_horizon)
     return {"winner": winner, "params": chosen, "final_params": final_params, "selection": scores,
-            "normalized_return": mean, "stderr": stderr, "runs": ctx.rows * ctx.config.es.train_seeds,
-            "curve": curve}
+            "normalized_return": mean, "stderr": stderr, "per_horizon": per_horizon,
+            "runs": ctx.rows * ctx.config.es.train_seeds, "curve": curve}
+
+
+def _baseline_scores(ctx: RunContext) -> dict[str, dict[str, dict]]:
+    """PPO's and DPO's normalized returns per horizon on the baseline seeds (PPO = 1 by construction)."""
+    out: dict[str, dict[str, dict]] = {"ppo": {}, "dpo": {}}
+    for k, entry in enumerate(ctx.baselines["horizons"]):
+        for name, scores in out.items():
+            values = np.asarray(ctx.search.normalize(np.asarray(entry[name]["final_returns"]), k), np.float64)
+            mean, se = _mean_and_stderr(values)
+            scores[f"{entry['multiple']:g}"] = {"mean": mean, "stderr": se}
+    return out
 
 
 class RLObjectiveSearch:
@@ -168,15 +224,20 @@ class RLObjectiveSearch:
         family = make_drift(config.drift)
         es = config.es
         strategy = make_strategy(es.strategy, es.popsize, family.init(jax.random.PRNGKey(0)), sigma=es.sigma,
-                                 lr=es.lr, antithetic=es.antithetic, rank_shaping=es.rank_shaping)
-        progress.phase(f"rl_objective {config.name}: PPO/DPO normalizer on {config.env.name}")
+                                 lr=es.lr, antithetic=es.antithetic, rank_shaping=es.rank_shaping,
+                                 cbo=cbo_options(es))
+        progress.phase(f"rl_objective {config.name}: PPO/DPO/random normalizer on {config.env.name}")
         baselines = load_or_compute_baselines(config, run_dir)
+        check_defined(baselines)
+        updates = horizon_updates(config)
+        horizons = baselines["horizons"]
         ctx = SearchContext(
             config=config, family=family, strategy=strategy,
-            train=sharded(population_trainer(config.env.name, config.ppo_config, config.drift),
+            train=sharded(population_trainer(config.env.name, config.ppo_config, config.drift, max(updates)),
                           population_mesh(config.devices)),
-            rows=config.es.popsize + 1, ppo_return=baselines["ppo"]["mean"],
-            return_floor=rl_envs.spec(config.env.name).return_floor,
+            rows=config.es.popsize + 1, multiples=tuple(float(m) for m in config.horizon.multiples),
+            horizon_updates=updates, ppo_returns=tuple(h["ppo"]["mean"] for h in horizons),
+            random_returns=tuple(h["random"]["mean"] for h in horizons),
         )
         return RunContext(ctx, run_dir, baselines)
 
@@ -184,11 +245,12 @@ class RLObjectiveSearch:
         return init_search_state(ctx.config, ctx.search.strategy, ctx.search.family)
 
     def start_log(self, tb: TBLogger, state: SearchState, ctx: RunContext) -> None:
-        baselines = ctx.baselines
-        tb.scalars(0, {"baseline/ppo_return": baselines["ppo"]["mean"],
-                       "baseline/dpo_normalized_return": float(ctx.search.normalize(baselines["dpo"]["mean"]))})
+        k = ctx.reference_bucket
+        entry = ctx.baselines["horizons"][k]
+        tb.scalars(0, {"baseline/ppo_return": entry["ppo"]["mean"], "baseline/random_return": entry["random"]["mean"],
+                       "baseline/dpo_normalized_return": float(ctx.search.normalize(entry["dpo"]["mean"], k))})
         for name in ("ppo", "dpo"):
-            for u, value in enumerate(baselines[name]["curve"]):
+            for u, value in enumerate(entry[name]["curve"]):
                 if value is not None:
                     tb.scalars((u + 1) * ctx.steps_per_update, {f"baseline_curve/{name}_return": value})
         mean = ctx.search.strategy.get_mean(state.es_state)
@@ -206,7 +268,10 @@ class RLObjectiveSearch:
 
     def log(self, tb: TBLogger, state: SearchState, info: dict, seconds: float, ctx: RunContext) -> str:
         config, g, es_state = ctx.config, int(state.generation), state.es_state
+        bucket = int(info["bucket"])
+        lifetime = ctx.search.horizon_updates[bucket] * ctx.steps_per_update
         tb.scalars(g, {
+            "es/horizon_multiple": ctx.search.multiples[bucket],
             "es/normalized_return_mean_drift": info["mean_drift"],
             "es/normalized_return_best_member": info["member_best"],
             "es/normalized_return_member_mean": info["member_mean"],
@@ -215,8 +280,7 @@ class RLObjectiveSearch:
             "es/sigma": float(np.mean(np.asarray(getattr(es_state, "std", np.nan)))),
             "es/mean_norm": float(jnp.linalg.norm(es_state.mean)),
             "time/generation_s": seconds,
-            "time/env_steps_per_s": ctx.search.rows * config.es.train_seeds * config.ppo_config.total_timesteps
-            / max(seconds, 1e-9),
+            "time/env_steps_per_s": ctx.search.rows * config.es.train_seeds * lifetime / max(seconds, 1e-9),
         })
         scores = np.asarray(info["scores"], np.float64)
         tb.histogram("es/member_normalized_return", scores[np.isfinite(scores)], g)  # failures: es/failures
@@ -224,10 +288,13 @@ class RLObjectiveSearch:
             mean = ctx.search.strategy.get_mean(es_state)
             tb.figure("drift/learned_vs_ppo_dpo", drift_figure(ctx.search.family, mean, ctx.horizon, f"gen {g}"), g,
                       close=False)
-            curves = {"ES mean drift": return_curve(info["mean_row"]), **ctx.baseline_curves()}
-            tb.figure("returns/curves", curves_figure(curves, ctx.steps_per_update, f"{config.env.name}, gen {g}"),
-                      g, close=False)
-        return f"RL search {config.env.name}: mean drift {float(info['mean_drift']):.3f} x PPO"
+            n = ctx.search.horizon_updates[bucket]
+            mean_curve = return_curve({k: np.asarray(v)[..., :n] for k, v in info["mean_row"].items()})
+            curves = {"ES mean drift": mean_curve, **ctx.baseline_curves(bucket)}
+            title = f"{config.env.name} at {ctx.search.multiples[bucket]:g}x, gen {g}"
+            tb.figure("returns/curves", curves_figure(curves, ctx.steps_per_update, title), g, close=False)
+        return (f"RL search {config.env.name}: mean drift {float(info['mean_drift']):.3f} x PPO "
+                f"at {ctx.search.multiples[bucket]:g}x")
 
     def save(self, state: SearchState) -> tuple[SearchState, dict]:
         return state, {"generation": int(state.generation)}
@@ -242,29 +309,34 @@ class RLObjectiveSearch:
         config, run_dir, baselines = ctx.config, ctx.run_dir, ctx.baselines
         final = final_evaluation(state, ctx.search)
         log_h = float(ctx.horizon)
-        normalized = {name: np.asarray(ctx.search.normalize(np.asarray(baselines[name]["final_returns"])))
-                      for name in ("ppo", "dpo")}
-        ppo_mean, ppo_se = _mean_and_stderr(normalized["ppo"])
-        dpo_mean, dpo_se = _mean_and_stderr(normalized["dpo"])
+        baseline_scores = _baseline_scores(ctx)
+        ppo_mean, ppo_se = _over_horizons(baseline_scores["ppo"])
+        dpo_mean, dpo_se = _over_horizons(baseline_scores["dpo"])
         save_drift(run_dir.file("final_drift.npz"), final["final_params"], _drift_meta(config, log_horizon=log_h))
         save_drift(run_dir.file("best_drift.npz"), final["params"],
-                   _drift_meta(config, log_horizon=log_h, normalized_return=final["normalized_return"]))
+                   _drift_meta(config, log_horizon=log_h, normalized_return=final["normalized_return"],
+                               chosen=final["winner"]))
         fig = drift_figure(ctx.search.family, final["params"], ctx.horizon, "learned")
         fig.savefig(run_dir.file("drift.png"), dpi=90)
         tb.figure("drift/best", fig, config.es.generations, close=False)
         curves = {"learned (best drift)": final["curve"], **ctx.baseline_curves()}
         tb.figure("returns/best_vs_baselines", curves_figure(curves, ctx.steps_per_update, config.env.name),
                   config.es.generations, close=False)
+        horizons = baselines["horizons"]
         return RLSummary(
             kind=self.kind, name=config.name, run_dir=str(run_dir.path), generations_done=int(state.generation),
             generations=config.es.generations,
             files=["baselines.json", "best_drift.npz", "final_drift.npz", "drift.png"],
             env=config.env.name, total_timesteps=config.ppo_config.total_timesteps,
-            ppo_return=baselines["ppo"]["mean"], ppo_normalized_return=ppo_mean, ppo_stderr=ppo_se,
+            horizons=[float(m) for m in config.horizon.multiples],
+            ppo_returns={f"{h['multiple']:g}": h["ppo"]["mean"] for h in horizons},
+            random_returns={f"{h['multiple']:g}": h["random"]["mean"] for h in horizons},
+            ppo_normalized_return=ppo_mean, ppo_stderr=ppo_se,
             dpo_normalized_return=dpo_mean, dpo_stderr=dpo_se,
             best_mean_drift_during_search=float(state.best_score), best_generation=int(state.best_generation) + 1,
             best_drift_normalized_return=final["normalized_return"], best_drift_stderr=final["stderr"],
             best_drift_is="best-during-search mean" if final["winner"] == "best" else "final mean",
+            per_horizon={"learned": final["per_horizon"], **baseline_scores},
             final_eval_runs=final["runs"], selection=final["selection"],
             history={k: [None if not np.isfinite(x) else float(x) for x in np.asarray(v)]
                      for k, v in state.history.items()},

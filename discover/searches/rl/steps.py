@@ -1,4 +1,5 @@
-"""The RL search's state and one ES generation: propose, train every row x seed in one call, conclude."""
+"""The RL search's state and one ES generation: propose (a horizon, a population, shared training seeds), train
+every row x seed in one call, conclude (normalize, tell the ES, track the best mean)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from discover.searches.rl.config import RLSearchConfig
 from envs import rl_envs
@@ -16,7 +18,7 @@ from search_spaces.drift import DriftFamily
 # ----------------------------------------------------------------------------------------------------------
 # Search state (everything a resume needs; arrays only)
 # ----------------------------------------------------------------------------------------------------------
-HISTORY_FIELDS = ("mean_drift", "member_best", "member_mean", "member_median", "failures")
+HISTORY_FIELDS = ("mean_drift", "member_best", "member_mean", "member_median", "failures", "horizon")
 
 
 class SearchState(NamedTuple):
@@ -60,23 +62,28 @@ def _stack_rows(population: Any, extra: Any) -> Any:
 
 
 def propose(state: SearchState, ctx: SearchContext):
-    """Ask the ES for a population; rows = population + the ES mean; training keys shared by all rows."""
-    key, k_ask, k_train, k_tell = jax.random.split(state.key, 4)
+    """Sample this generation's horizon (one of ``horizon.multiples``, uniformly); ask the ES for a population;
+    rows = population + the ES mean; the same training keys and horizon for every row (common random numbers:
+    antithetic pairs and the mean are compared on the same seeds)."""
+    key, k_ask, k_train, k_tell, k_horizon = jax.random.split(state.key, 5)
+    bucket = jax.random.randint(k_horizon, (), 0, len(ctx.multiples))
     population, es_state = ctx.strategy.ask(k_ask, state.es_state, ctx.strategy.default_params)
     rows = _stack_rows(population, ctx.strategy.get_mean(es_state))
     seeds = jax.random.split(k_train, ctx.config.es.train_seeds)
     keys = jnp.broadcast_to(seeds, (ctx.rows,) + seeds.shape)  # common random numbers across rows
-    return population, es_state, rows, keys, (key, k_tell)
+    n_updates = jnp.asarray(ctx.horizon_updates, jnp.int32)[bucket]
+    return population, es_state, rows, keys, n_updates, (key, k_tell, bucket)
 
 
 def conclude(
     state: SearchState, ctx: SearchContext, population, es_state, metrics, keys
 ) -> tuple[SearchState, dict]:
-    """Score the rows, tell the ES (fitness = -normalized return), update best/history."""
-    key, k_tell = keys
+    """Score the rows (mean over seeds of the return, normalized by PPO and the random policy at this
+    generation's horizon), tell the ES (fitness = -score), update best/history."""
+    key, k_tell, bucket = keys
     final = jnp.mean(metrics["final_return"], axis=1)
     ok = jnp.all(metrics["finite"], axis=1) & jnp.isfinite(final)
-    score = jnp.where(ok, ctx.normalize(final), -jnp.inf)
+    score = jnp.where(ok, ctx.normalize(final, bucket), -jnp.inf)
     fitness = -score[:-1]  # the engine minimizes; failures get +inf
     evaluated_mean = es_state.mean  # flat; the mean this population was drawn around
     es_state, _ = ctx.strategy.tell(k_tell, population, fitness, es_state, ctx.strategy.default_params)
@@ -90,6 +97,7 @@ def conclude(
         "member_mean": jnp.nanmean(finite_member),
         "member_median": jnp.nanmedian(finite_member),
         "failures": jnp.sum(~ok[:-1]).astype(jnp.float32),
+        "horizon": jnp.asarray(ctx.multiples, jnp.float32)[bucket],
     }
     improved = score[-1] > state.best_score
     new_state = _as_arrays(
@@ -104,29 +112,47 @@ def conclude(
         )
     )
     curve_of_mean = {k: metrics[k][-1] for k in ("return_sum", "episode_count")}
-    return new_state, {**stats, "scores": member, "mean_row": curve_of_mean}
+    return new_state, {**stats, "scores": member, "mean_row": curve_of_mean, "bucket": bucket}
 
 
 def run_generation(state: SearchState, ctx: SearchContext) -> tuple[SearchState, dict]:
     """One ES generation, a pure function of ``state``: propose, train every row x seed in one call, conclude.
     The trainer is its own compiled function (shared with the final evaluation)."""
-    population, es_state, rows, train_keys, keys = ctx.propose_fn(state)
-    metrics = ctx.train(train_keys, rows)
+    population, es_state, rows, train_keys, n_updates, keys = ctx.propose_fn(state)
+    metrics = ctx.train_rows(train_keys, rows, n_updates)
     return ctx.conclude_fn(state, population, es_state, metrics, keys)
 
 
 @dataclasses.dataclass
 class SearchContext:
+    """What a generation needs besides the state. Per horizon bucket k (``horizon.multiples[k]``): its number of
+    updates and PPO's and the random policy's mean returns (the normalizer, defined at every bucket)."""
+
     config: RLSearchConfig
     family: DriftFamily
     strategy: Any
-    train: Any
+    train: Any  # sharded train(keys[P, 1], params[P, ...], n_updates[P]) -> metrics[P, 1, ...]
     rows: int
-    ppo_return: float
-    return_floor: float
+    multiples: tuple[float, ...]
+    horizon_updates: tuple[int, ...]
+    ppo_returns: tuple[float, ...]
+    random_returns: tuple[float, ...]
 
-    def normalize(self, returns):
-        return rl_envs.normalize_return(returns, self.ppo_return, self.return_floor)
+    def train_rows(self, keys: jax.Array, params: Any, n_updates) -> dict:
+        """Trains ``params[R]`` x ``keys[R, S]`` for ``n_updates`` and returns metrics ``[R, S, ...]``. Every
+        (row, seed) pair is one member of the sharded trainer's population, so seeds fill chunks and devices
+        as rows do: S seeds cost S x the training rows, not padding."""
+        rows, seeds = keys.shape[:2]
+        flat_keys = jnp.reshape(keys, (rows * seeds, 1) + keys.shape[2:])
+        flat_params = jax.tree.map(lambda x: jnp.repeat(x, seeds, axis=0), params)
+        metrics = self.train(flat_keys, flat_params, jnp.full((rows * seeds,), n_updates, jnp.int32))
+        return jax.tree.map(lambda x: np.reshape(x, (rows, seeds) + x.shape[2:]), metrics)
+
+    def normalize(self, returns, bucket):
+        """Returns at horizon bucket ``bucket`` (an int or a traced index) -> PPO = 1, random policy = 0."""
+        ppo = jnp.asarray(self.ppo_returns, jnp.float32)[bucket]
+        rnd = jnp.asarray(self.random_returns, jnp.float32)[bucket]
+        return rl_envs.normalize_return(returns, ppo, rnd)
 
     @functools.cached_property
     def propose_fn(self):

@@ -1,0 +1,198 @@
+"""RL transfer: the normalization (PPO = 1, a random policy = 0) is defined only where PPO is above random and
+flagged elsewhere; per-cell IQM with bootstrap intervals; transfer.json matches the table; a distilled drift
+enters through its hook; bad arguments are one line with exit 2."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from discover.cli import app
+from discover.infra.errors import InputError
+from discover.shared import rl_transfer
+from discover.shared.drift_io import save_drift
+from envs import rl_envs
+from envs.ppo import PPOConfig
+from search_spaces.drift import DriftConfig, make_drift
+
+runner = CliRunner()
+# A tiny CartPole trainer (16 updates at 1x) on which PPO is above a random policy beyond noise at 2x.
+TINY_PPO = PPOConfig(num_envs=2, num_steps=16, total_timesteps=512, update_epochs=1, num_minibatches=2,
+                     hidden_size=8, lr=0.01, final_window=0.25)
+
+
+@pytest.fixture(scope="module")
+def tiny_drift(tmp_path_factory) -> pathlib.Path:
+    config = DriftConfig(family="talpo", hidden_size=8, log_horizon_input=True, init_scale=0.1)
+    params = make_drift(config).init(jax.random.PRNGKey(0))
+    meta = {"drift": dataclasses.asdict(config), "env": "CartPole-v1", "ppo": dataclasses.asdict(TINY_PPO),
+            "horizons": [1.0, 2.0]}
+    return save_drift(tmp_path_factory.mktemp("drift") / "tiny_drift.npz", params, meta)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Normalization
+
+
+def test_normalization_maps_random_to_0_and_ppo_to_1():
+    assert rl_envs.normalize_return(-100.0, -100.0, -500.0) == pytest.approx(1.0)
+    assert rl_envs.normalize_return(-500.0, -100.0, -500.0) == pytest.approx(0.0)
+    assert rl_envs.normalize_return(np.array([22.0, 122.0]), 222.0, 22.0) == pytest.approx([0.0, 0.5])
+
+
+def test_normalizer_flags_ppo_at_the_floor():
+    """Acrobot at 0.25x: PPO at -493.8, the random policy at about -495 with similar spread: no score."""
+    rng = np.random.default_rng(0)
+    random = -495.0 + rng.normal(0, 5.0, 16)
+    near_floor = -493.8 + rng.normal(0, 8.0, 16)
+    assert not rl_envs.normalizer_defined(near_floor, random)
+    assert not rl_envs.normalizer_defined(random - 50.0, random)  # below random
+    assert not rl_envs.normalizer_defined([-400.0], random)  # one run: no spread to judge by
+    assert rl_envs.normalizer_defined(-150.0 + rng.normal(0, 20.0, 16), random)
+
+    finals = {"PPO": near_floor, "DPO": near_floor + 1.0, "learned": near_floor - 1.0}
+    defined, scores = rl_transfer.normalized_scores(finals, random)
+    assert not defined and scores == {}
+    clear = {"PPO": -150.0 + rng.normal(0, 20.0, 16), "learned": np.full(16, np.nan)}
+    defined, scores = rl_transfer.normalized_scores(clear, random)
+    assert defined and np.mean(scores["PPO"]) == pytest.approx(1.0)
+    assert (scores["learned"] == 0.0).all()  # failed runs score the random policy's level
+
+
+def test_cell_statistics_iqm_interval_and_probability_of_improvement():
+    rng = np.random.default_rng(1)
+    ppo = 1.0 + rng.normal(0, 0.1, 16)
+    better = ppo + 0.5
+    cell = rl_transfer.cell_statistics(better, ppo, seed=3)
+    assert cell["ci"][0] <= cell["iqm"] <= cell["ci"][1]
+    assert cell["ci"][0] > np.max(ppo) - 0.3
+    assert cell["poi"] > 0.9 and cell["poi_ci"][0] > 0.5
+    same = rl_transfer.cell_statistics(ppo, ppo, seed=3)
+    assert same["poi"] == pytest.approx(0.5)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# End to end: transfer.json matches the table
+
+
+def _table_rows(markdown: str) -> list[list[str]]:
+    rows = []
+    for line in markdown.splitlines():
+        if line.startswith(("| CartPole-v1 |", "| Acrobot-v1 |")):
+            rows.append([c.strip() for c in line.strip("|").split("|")])
+    return rows
+
+
+def _distilled(ratio, advantage, progress, log_horizon):
+    """A closed-form drift of the signature the distill search writes (PPO-like, tightening with progress)."""
+    eps = 0.2 * (1.0 - 0.5 * progress)
+    return jax.nn.relu((ratio - jnp.clip(ratio, 1.0 - eps, 1.0 + eps)) * advantage)
+
+
+@pytest.mark.slow
+def test_transfer_json_matches_table(tiny_drift, tmp_path):
+    out = tmp_path / "out"
+    markdown = rl_transfer.run_rl_transfer(tiny_drift, envs=["CartPole-v1"], horizons=[1.0, 2.0], seeds=16,
+                                           out_dir=out, distilled=_distilled, cache_dir=tmp_path / "cache")
+    report = json.loads((out / "transfer.json").read_text())
+    assert (out / "transfer.md").read_text() == markdown and (out / "transfer.png").stat().st_size > 0
+    methods = ["PPO", "DPO", "learned", "distilled"]
+    assert report["methods"] == methods and report["seeds"] == 16
+    cells = {(c["env"], c["horizon"], c["method"]): c for c in report["cells"]}
+    assert len(cells) == 2 * 4
+    for cell in report["cells"]:
+        assert set(cell) >= {"env", "horizon", "method", "iqm", "ci", "mean", "seeds"}
+        assert cell["seeds"] == 16 and len(cell["returns"]) == 16
+    rows = _table_rows(markdown)
+    assert [r[1] for r in rows] == ["1x", "2x"]
+    defined = 0
+    for row in rows:
+        horizon = float(row[1].rstrip("x"))
+        assert row[2] == f"{cells[('CartPole-v1', horizon, 'PPO')]['total_timesteps']:,}"
+        for i, method in enumerate(methods):
+            cell = cells[("CartPole-v1", horizon, method)]
+            text = row[5 + i]
+            if not cell["defined"]:
+                assert text == rl_transfer.UNDEFINED and cell["iqm"] is None and cell["ci"] is None
+                continue
+            point, lo, hi = (float(x) for x in re.fullmatch(r"(\S+) \[(\S+), (\S+)\]", text).groups())
+            assert (point, lo, hi) == pytest.approx((cell["iqm"], *cell["ci"]), abs=5e-4)
+            assert lo <= point <= hi
+            if method != "PPO":
+                p = float(row[9 + i - 1].split(" ")[0])
+                assert p == pytest.approx(cell["poi"], abs=5e-4)
+        defined += cells[("CartPole-v1", horizon, "PPO")]["defined"]
+    assert defined >= 1  # at 2x PPO is above random here: numbers were compared, not only flags
+    assert cells[("CartPole-v1", 2.0, "PPO")]["mean"] == pytest.approx(1.0)
+    # The random policy's returns were cached for the next transfer.
+    assert len(list((tmp_path / "cache").glob("random-*.json"))) == 2
+    agg = {a["cells"]: a for a in report["aggregates"]}
+    assert "held-out envs" not in agg and agg["all cells"]["count"] == defined
+    assert "Aggregate IQM" in markdown
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The distilled hook and bad input at the CLI
+
+
+def one_line_error(result, *words) -> str:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.strip().splitlines() if not line.startswith("warning: ")]
+    assert len(lines) == 1, result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+def test_distilled_loader_slot(monkeypatch, tmp_path):
+    drift_file = tmp_path / "distilled.py"
+    drift_file.write_text("def drift(ratio, advantage, progress, log_horizon): ...\n")
+    assert rl_transfer.DISTILLED_LOADER is not None  # distill's safe loader (it never executes the file)
+    with pytest.raises(InputError):  # a .py alone, without its JSON program, is not loaded
+        rl_transfer.load_distilled(drift_file)
+    monkeypatch.setattr(rl_transfer, "DISTILLED_LOADER", None)
+    with pytest.raises(InputError, match="no loader for distilled drift files"):
+        rl_transfer.load_distilled(drift_file)
+    seen = []
+    monkeypatch.setattr(rl_transfer, "DISTILLED_LOADER", lambda path: seen.append(path) or _distilled)
+    assert rl_transfer.load_distilled(drift_file) is _distilled and seen == [drift_file]
+    with pytest.raises(InputError, match="no such distilled drift file or run directory"):
+        rl_transfer.load_distilled(tmp_path / "missing.py")
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--envs", "Pong-v0"], ["unknown environment 'Pong-v0'"]),
+        (["--envs", ","], ["--envs names no environment"]),
+        (["--horizons", "0"], ["--horizons must be positive", "got 0"]),
+        (["--horizons", "1,-2"], ["--horizons must be positive", "got -2"]),
+        (["--horizons", "nan"], ["--horizons must be positive"]),
+        (["--horizons", "a,b"], ["--horizons: expected comma-separated numbers"]),
+        (["--seeds", "0"], ["--seeds must be a whole number >= 1, got 0"]),
+        (["--distilled", "nope.py"], ["nope.py"]),
+    ],
+    ids=["unknown-env", "no-env", "zero-horizon", "negative-horizon", "nan-horizon", "not-numbers", "no-seeds",
+         "distilled-missing"],
+)
+def test_transfer_bad_arguments_are_one_line(tiny_drift, tmp_path, args, words):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["transfer", str(tiny_drift), "--out", str(out), *args])
+    one_line_error(result, *words)
+    assert not out.exists()  # refused before any training or output
+
+
+def test_transfer_refuses_a_file_that_is_not_a_drift(tmp_path):
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a zip")
+    result = runner.invoke(app, ["transfer", str(junk), "--envs", "CartPole-v1", "--out", str(tmp_path / "o")])
+    one_line_error(result, str(junk), "not a saved drift")
