@@ -113,7 +113,12 @@ class Scorer:
         trainer = interpreted_trainer(task, self.max_len, self.n_state, self.needs_hessian, self.loss_scale)
         return sharded(trainer, self._mesh)
 
+    @functools.cached_property
+    def _shapes(self) -> set:
+        return set()  # (task, rows) of every trainer call this scorer made: each is one compilation
+
     def _call_args(self, task, enc, scale: float = 1.0) -> tuple:
+        self._shapes.add((task.name, len(self._keys)))
         args = (self._keys, self._lrs(task), enc)
         if self.loss_scale:  # every member of the call trains on the same rescaled loss
             args += (jnp.full((self.batch * self.members_per_candidate,), scale, jnp.float32),)
@@ -187,7 +192,9 @@ class Scorer:
         return dataclasses.replace(self, references=references)
 
     def compiles(self) -> int:
-        return sum(self.trainer(t).compiles() for t in self.tasks)
+        """Trainer compilations this scorer needed (one per task and call shape; a process compiles each once,
+        whichever scorer asks first)."""
+        return len(self._shapes)
 
 
 def compute_references(tasks: Sequence, steps: int | None, seeds: int, cache_path) -> dict[str, dict]:
