@@ -106,9 +106,15 @@ def _build_mlp_regression(
 # ----------------------------------------------------------------------------------------------- digits
 
 
-def _classifier_fields(apply, init, train_x, train_y, val_x, val_y, *, batch_size, num_steps, lr) -> dict:
-    """Task fields for a classifier `apply(params, x) -> logits` trained on minibatches sampled with
-    replacement from (train_x, train_y); validated on (val_x, val_y)."""
+def _mean_squared_error(pred, target):
+    return jnp.mean(jnp.square(pred - target))
+
+
+def supervised_fields(apply, init, train_x, train_y, val_x, val_y, *, batch_size, num_steps, lr,
+                      loss_fn, metric_fn=None) -> dict:
+    """Task fields for `apply(params, x) -> predictions` trained by `loss_fn(predictions, y)` on minibatches
+    sampled with replacement from (train_x, train_y); validated on (val_x, val_y), with `metric_fn` as the
+    task's accuracy when given."""
     fingerprint = array_fingerprint(train_x, train_y, val_x, val_y)
     train_x, train_y = jnp.asarray(train_x), jnp.asarray(train_y)
     val_x, val_y = jnp.asarray(val_x), jnp.asarray(val_y)
@@ -119,24 +125,35 @@ def _classifier_fields(apply, init, train_x, train_y, val_x, val_y, *, batch_siz
         return {"x": train_x[idx], "y": train_y[idx]}
 
     def loss(params, b):
-        return _cross_entropy(apply(params, b["x"]), b["y"])
+        return loss_fn(apply(params, b["x"]), b["y"])
 
     def val_loss(params):
-        return _cross_entropy(apply(params, val_x), val_y)
+        return loss_fn(apply(params, val_x), val_y)
 
-    def accuracy(params):
-        return _accuracy(apply(params, val_x), val_y)
-
-    return {
+    fields = {
         "init": init,
         "loss": loss,
         "batch": batch,
         "val_loss": val_loss,
-        "accuracy": accuracy,
         "num_steps": num_steps,
         "lr": lr,
         "data_fingerprint": fingerprint,
     }
+    if metric_fn is not None:
+        fields["accuracy"] = lambda params: metric_fn(apply(params, val_x), val_y)
+    return fields
+
+
+def _classifier_fields(apply, init, train_x, train_y, val_x, val_y, *, batch_size, num_steps, lr) -> dict:
+    """A classifier `apply(params, x) -> logits`: cross-entropy, with accuracy."""
+    return supervised_fields(apply, init, train_x, train_y, val_x, val_y, batch_size=batch_size,
+                             num_steps=num_steps, lr=lr, loss_fn=_cross_entropy, metric_fn=_accuracy)
+
+
+def _regression_fields(apply, init, train_x, train_y, val_x, val_y, *, batch_size, num_steps, lr) -> dict:
+    """A regression `apply(params, x) -> (n, out)`: mean squared error."""
+    return supervised_fields(apply, init, train_x, train_y, val_x, val_y, batch_size=batch_size,
+                             num_steps=num_steps, lr=lr, loss_fn=_mean_squared_error)
 
 
 def _build_softmax_digits(*, batch_size, num_steps, lr, num_val, split_seed) -> dict:

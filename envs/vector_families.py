@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 
 from envs.pool_data import digits_4x4_split, sklearn_split, teacher_split, text_source_split
-from envs.task_data import array_fingerprint, digits_split, hash_randint
-from envs.task_families import _classifier_fields, _dense, _dense_init
+from envs.task_data import digits_split
+from envs.task_families import _classifier_fields, _dense, _dense_init, _regression_fields
 
 ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh, "gelu": jax.nn.gelu}
 
@@ -51,35 +51,6 @@ def _mlp(sizes, activation: str, init_scale: float = 1.0, salt: int = 0):
         return _dense(params[-1], x)
 
     return init, apply
-
-
-def _regression_fields(apply, init, train_x, train_y, val_x, val_y, *, batch_size, num_steps, lr) -> dict:
-    """Task fields for `apply(params, x) -> (n, out)` fit by mean squared error to (train_x, train_y) on
-    minibatches sampled with replacement; validated on (val_x, val_y)."""
-    fingerprint = array_fingerprint(train_x, train_y, val_x, val_y)
-    train_x, train_y = jnp.asarray(train_x), jnp.asarray(train_y)
-    val_x, val_y = jnp.asarray(val_x), jnp.asarray(val_y)
-    n = train_x.shape[0]
-
-    def batch(key, step):
-        idx = hash_randint(key, step, (batch_size,), n)
-        return {"x": train_x[idx], "y": train_y[idx]}
-
-    def loss(params, b):
-        return jnp.mean(jnp.square(apply(params, b["x"]) - b["y"]))
-
-    def val_loss(params):
-        return jnp.mean(jnp.square(apply(params, val_x) - val_y))
-
-    return {
-        "init": init,
-        "loss": loss,
-        "batch": batch,
-        "val_loss": val_loss,
-        "num_steps": num_steps,
-        "lr": lr,
-        "data_fingerprint": fingerprint,
-    }
 
 
 def _fields(loss_kind, apply, init, data, *, batch_size, num_steps, lr) -> dict:
