@@ -28,10 +28,11 @@ DEFAULT_CACHE_PATH = Path("checkpoints") / ".baselines.json"
 DEFAULT_LR_MULTIPLIERS = (0.1, 0.316, 1.0, 3.16, 10.0)
 
 
-def reference_keys(seeds: int) -> jax.Array:
+def reference_keys(seeds: int, first: int = 0) -> jax.Array:
     """The member keys the reference is trained with: jax.random.key(s) for s in range(seeds). A search that
-    evaluates programs with these keys compares them with AdamW on exactly the same inits and data."""
-    return jnp.stack([jax.random.key(s) for s in range(seeds)])
+    evaluates programs with these keys compares them with AdamW on exactly the same inits and data. ``first``
+    shifts them to other, disjoint seeds (``first``, ``first`` + 1, ...): fresh seeds for a report."""
+    return jnp.stack([jax.random.key(first + s) for s in range(seeds)])
 
 
 def _cache_key(task: Task, lr_grid: Sequence[float], seeds: int) -> str:

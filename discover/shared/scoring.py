@@ -126,9 +126,7 @@ class Scorer:
 
     @functools.cached_property
     def _keys(self):
-        keys = reference_keys(self.train_seeds) if self.first_seed == 0 else \
-            jnp.stack([jax.random.key(self.first_seed + s) for s in range(self.train_seeds)])
-        return jnp.tile(keys, self.batch * len(self.lr_multipliers))
+        return jnp.tile(reference_keys(self.train_seeds, self.first_seed), self.batch * len(self.lr_multipliers))
 
     def _lrs(self, task) -> jax.Array:
         base = self.references[task.name]["lr"]

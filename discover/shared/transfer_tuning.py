@@ -119,7 +119,7 @@ def curve_every_for(num_steps: int) -> int:
 def fresh_keys(n: int) -> jax.Array:
     """The report's seeds: ``jax.random.key(FRESH_SEED_OFFSET + s)``, disjoint from the tuning seeds
     (:func:`envs.baselines.reference_keys`, keys 0 .. seeds - 1)."""
-    return jnp.stack([jax.random.key(FRESH_SEED_OFFSET + s) for s in range(n)])
+    return reference_keys(n, FRESH_SEED_OFFSET)
 
 
 def run_points(task: task_registry.Task, opt: Optimizer, lrs: Sequence[float], wds: Sequence[float],
