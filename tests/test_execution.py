@@ -210,3 +210,38 @@ def test_program_reading_h_takes_it_as_extra_arg():
         opt.update(w, opt.init(w), w)
     u, _ = opt.update(w, opt.init(w), w, h={"x": jnp.full(3, 2.0)})
     assert np.allclose(u["x"], -1e-2 * np.clip(0.1 / max(0.02, 1e-3), -1, 1))
+
+
+def test_encoding_splits_scalar_statements_and_drops_dead_ones():
+    # Bias corrections are functions of t and constants only: they run on (P,) values, not (P, N) rows; a dead
+    # statement is not encoded at all. Neither changes what the program computes.
+    prog = discover.parse("""
+def adam_like(g, w, m, lr, t):
+    m = interp(g, m, 0.9)
+    unused = exp(g) * 3.0
+    c = 1.0 - pow(0.9, t)
+    u = m / c
+    u = u * lr
+    return u, m
+""")
+    clean = discover.parse("""
+def adam_like(g, w, m, lr, t):
+    m = interp(g, m, 0.9)
+    c = 1.0 - pow(0.9, t)
+    u = m / c
+    u = u * lr
+    return u, m
+""")
+    enc = interpreter.encode([prog], 8, 1)
+    assert int(enc.s_length[0]) == 2  # pow(0.9, t), 1 - that
+    assert int(enc.length[0]) == 3  # interp, the division, the lr scaling; the two dead statements are gone
+    P, N = 2, 5
+    rng = np.random.default_rng(0)
+    g = jnp.broadcast_to(jnp.asarray(rng.normal(size=(N,)), jnp.float32), (P, N))  # the same for both
+    both = interpreter.encode([prog, clean], 8, 1)
+    regs = interpreter.init_registers(P, N, 8, 1)
+    for t in (1.0, 2.0, 3.0):
+        u, regs = interpreter.run_population(both, regs, g, g, jnp.full((P,), 0.1), t)
+        np.testing.assert_array_equal(np.asarray(u[0]), np.asarray(u[1]))
+        # by hand: m_t = 0.1 g (1 + 0.9 + ...), bias-corrected to g exactly
+        np.testing.assert_allclose(np.asarray(u[0]), 0.1 * np.asarray(g[0]), rtol=1e-5)
