@@ -25,6 +25,9 @@ TEXT_VAL_FRACTION = 0.1  # the last tenth of each module's source is validation 
 TEACHER_HIDDEN = 32
 TEACHER_TRAIN = 4096
 TEACHER_VAL = 1024
+# (training, validation) rows every pool dataset is padded to (the largest: text's training windows, the teachers'
+# validation rows), so that a shape bucket's tasks share one compiled trainer (envs/supervised.py)
+POOL_ROWS = (max(TEXT_TRAIN_PER_MODULE * len(CHARLM_MODULES), TEACHER_TRAIN), TEACHER_VAL)
 
 
 def _standardize(tx: np.ndarray, vx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -44,9 +44,9 @@ def hash_bits(key, stream, shape) -> jax.Array:
     return _mix32(_mix32(counter + seed_a) ^ seed_b).reshape(shape)
 
 
-def hash_randint(key, stream, shape, maxval: int) -> jax.Array:
-    """int32 uniform in [0, maxval) (modulo bias < maxval / 2**32)."""
-    return (hash_bits(key, stream, shape) % jnp.uint32(maxval)).astype(jnp.int32)
+def hash_randint(key, stream, shape, maxval) -> jax.Array:
+    """int32 uniform in [0, maxval) (modulo bias < maxval / 2**32); maxval may be traced."""
+    return (hash_bits(key, stream, shape) % jnp.asarray(maxval, jnp.uint32)).astype(jnp.int32)
 
 
 def hash_normal(key, stream, shape) -> jax.Array:

@@ -1,7 +1,8 @@
 """The task families of envs/tasks.py: model definitions and one ``_build_*`` function per family.
 
 A builder takes the family's keyword parameters and returns the Task fields init/loss/batch/val_loss/
-num_steps/lr (+ optional accuracy and ``data_fingerprint``). A builder's ``__name__`` is part of every
+num_steps/lr (+ optional accuracy and ``data_fingerprint``), or instead of the closures a ``program`` and its
+``data`` (the supervised families: envs/supervised.py). A builder's ``__name__`` is part of every
 task's spec (hence of the tuned-AdamW baseline cache key): do not rename them.
 """
 
@@ -14,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from envs.supervised import accuracy, cross_entropy, supervised_fields
 from envs.task_data import (
     CHARLM_VOCAB,
     array_fingerprint,
@@ -41,14 +43,7 @@ def _dense(p: dict, x):
     return x @ p["w"] + p["b"]
 
 
-def _cross_entropy(logits, labels):
-    return jnp.mean(
-        jax.nn.logsumexp(logits, axis=-1) - jnp.take_along_axis(logits, labels[..., None], -1)[..., 0]
-    )
-
-
-def _accuracy(logits, labels):
-    return jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32))
+_cross_entropy, _accuracy = cross_entropy, accuracy
 
 
 # ------------------------------------------------------------------------------------------ mlp_regression
@@ -106,54 +101,16 @@ def _build_mlp_regression(
 # ----------------------------------------------------------------------------------------------- digits
 
 
-def _mean_squared_error(pred, target):
-    return jnp.mean(jnp.square(pred - target))
-
-
-def supervised_fields(apply, init, train_x, train_y, val_x, val_y, *, batch_size, num_steps, lr,
-                      loss_fn, metric_fn=None) -> dict:
-    """Task fields for `apply(params, x) -> predictions` trained by `loss_fn(predictions, y)` on minibatches
-    sampled with replacement from (train_x, train_y); validated on (val_x, val_y), with `metric_fn` as the
-    task's accuracy when given."""
-    fingerprint = array_fingerprint(train_x, train_y, val_x, val_y)
-    train_x, train_y = jnp.asarray(train_x), jnp.asarray(train_y)
-    val_x, val_y = jnp.asarray(val_x), jnp.asarray(val_y)
-    n = train_x.shape[0]
-
-    def batch(key, step):
-        idx = hash_randint(key, step, (batch_size,), n)
-        return {"x": train_x[idx], "y": train_y[idx]}
-
-    def loss(params, b):
-        return loss_fn(apply(params, b["x"]), b["y"])
-
-    def val_loss(params):
-        return loss_fn(apply(params, val_x), val_y)
-
-    fields = {
-        "init": init,
-        "loss": loss,
-        "batch": batch,
-        "val_loss": val_loss,
-        "num_steps": num_steps,
-        "lr": lr,
-        "data_fingerprint": fingerprint,
-    }
-    if metric_fn is not None:
-        fields["accuracy"] = lambda params: metric_fn(apply(params, val_x), val_y)
-    return fields
-
-
 def _classifier_fields(apply, init, train_x, train_y, val_x, val_y, *, batch_size, num_steps, lr) -> dict:
     """A classifier `apply(params, x) -> logits`: cross-entropy, with accuracy."""
     return supervised_fields(apply, init, train_x, train_y, val_x, val_y, batch_size=batch_size,
-                             num_steps=num_steps, lr=lr, loss_fn=_cross_entropy, metric_fn=_accuracy)
+                             num_steps=num_steps, lr=lr, kind="classification")
 
 
 def _regression_fields(apply, init, train_x, train_y, val_x, val_y, *, batch_size, num_steps, lr) -> dict:
     """A regression `apply(params, x) -> (n, out)`: mean squared error."""
     return supervised_fields(apply, init, train_x, train_y, val_x, val_y, batch_size=batch_size,
-                             num_steps=num_steps, lr=lr, loss_fn=_mean_squared_error)
+                             num_steps=num_steps, lr=lr, kind="regression")
 
 
 def _build_softmax_digits(*, batch_size, num_steps, lr, num_val, split_seed) -> dict:

@@ -17,11 +17,11 @@ Family split (the search must not select on the tasks it reports; tests/test_tas
   with a meta-validation task (a larger version: more channels / context, longer training), and the MLP
   targets use datasets the pool also uses at proxy scale (wine, breast cancer; digits at 8x8, not 4x4).
 
-Compilations: the population trainer compiles once per task (a task's data are constants of its trainer).
-`shape_signature` is what a trainer's compiled code depends on besides the data and the activation: (parameter
-shapes, batch shapes and dtypes, steps). A pool draws `buckets` shape classes and every task takes one, so a
-16-task pool has 5 signatures by default (`shape_buckets`): the number of compilations for a trainer that takes
-a task's data as an argument.
+Compilations: a pool task's data (padded to `envs.pool_data.POOL_ROWS` rows), activation and init scale are
+arguments of its trainer, not constants (envs/supervised.py), so the trainer compiles once per
+`shape_signature`: (program: layer sizes, batch size, loss; steps; data shapes). A pool draws `buckets` shape
+classes and every task takes one, so a 16-task pool has 5 signatures by default (`shape_buckets`): 5 compilations
+per trainer kind (the tuned-AdamW references', the scorer's) instead of 16.
 
 Loss-scale augmentation: `sample_loss_scales` draws factors log-uniform in [1e-3, 1e3] for
 `make_population_trainer(..., loss_scale=True)` (envs/train.py), which scales each member's training loss.
@@ -33,11 +33,10 @@ import functools
 import math
 from collections.abc import Sequence
 
-import jax
 import numpy as np
 
 from envs.tasks import Task, build_task, get_task, task_names
-from envs.train import task_layout
+from envs.train import data_signature, task_program
 from envs.vector_families import POOL_DATASETS, _build_pool_mlp
 
 POOL_FAMILIES = tuple(f"pool_{dataset}" for dataset in POOL_DATASETS)
@@ -139,10 +138,10 @@ def sample_task_pool(
 
 
 def shape_signature(task: Task) -> tuple:
-    """(parameter shapes, batch shapes and dtypes, steps) of a task: from shapes only, nothing is compiled."""
-    batch = jax.eval_shape(task.batch, jax.random.key(0), 0)
-    batch_shapes = tuple((tuple(x.shape), str(x.dtype)) for x in jax.tree.leaves(batch))
-    return task_layout(task).shapes, batch_shapes, task.num_steps
+    """What a task's trainer compiles for besides the update rule: (program, steps, data shapes and dtypes);
+    tasks with equal signatures share one compiled trainer (envs.train.task_program)."""
+    program, data = task_program(task)
+    return program, task.num_steps, data_signature(data)
 
 
 def bucket_tasks(tasks: Sequence[Task]) -> dict[tuple, list[str]]:
@@ -154,7 +153,7 @@ def bucket_tasks(tasks: Sequence[Task]) -> dict[tuple, list[str]]:
 
 
 def shape_buckets(tasks: Sequence[Task]) -> int:
-    """How many distinct shape signatures `tasks` have (compilations of a trainer taking data as input)."""
+    """How many distinct shape signatures `tasks` have (compilations of each kind of trainer)."""
     return len(bucket_tasks(tasks))
 
 

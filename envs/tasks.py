@@ -38,6 +38,7 @@ from collections.abc import Callable
 from typing import Any
 
 from discover.infra.errors import InputError
+from envs.supervised import program_fields
 from envs.task_data import (
     CHARLM_ALPHABET,
     CHARLM_MODULES,
@@ -70,6 +71,11 @@ class Task:
     kind: str = "proxy"  # one of KINDS
     family: str = ""  # e.g. "mlp_regression": proxy / metaval / target versions share it
     spec: str = "{}"  # canonical JSON of the definition parameters + a data fingerprint (keys caches)
+    # When set, what envs/train.py compiles: `program` (hashable, data-free: see envs/train.py) with `data` as a
+    # trainer argument, so tasks of equal programs and data shapes share one compilation; the closures above are
+    # the program bound to the data. None: the closures are compiled, data and all, once per task.
+    program: Any = None
+    data: Any = dataclasses.field(default=(), compare=False, repr=False)
 
     @property
     def fingerprint(self) -> str:
@@ -90,7 +96,8 @@ _REGISTRY: dict[str, _Entry] = {}
 
 def register_task(name: str, kind: str, family: str, builder: Callable[..., dict], **params) -> None:
     """Registers `name`; `builder(**params)` returns the Task fields init/loss/batch/val_loss/num_steps/lr
-    (+ optional accuracy and `data_fingerprint`), built lazily on the first `get_task(name)`."""
+    (+ optional accuracy and `data_fingerprint`; or `program` and `data` instead of the closures), built lazily on
+    the first `get_task(name)`."""
     if kind not in KINDS:
         raise ValueError(f"task '{name}': kind must be one of {KINDS}, got '{kind}'")
     if name in _REGISTRY:
@@ -121,6 +128,8 @@ def build_task(name: str, kind: str, family: str, builder: Callable[..., dict], 
         raise ValueError(f"task '{name}': kind must be one of {KINDS}, got '{kind}'")
     params = dict(sorted(params.items()))
     fields = dict(builder(**params))
+    if "program" in fields:
+        fields |= program_fields(fields["program"], fields["data"])
     data_fingerprint = fields.pop("data_fingerprint", "")
     spec = json.dumps(
         {

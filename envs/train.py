@@ -4,11 +4,15 @@ own update rule, in one jitted call.
 Members' parameters live as one flat float32 matrix `w` of shape (P, N) (each member's pytree raveled leaf
 by leaf, see `FlatLayout`); the update rule sees flat (P, N) gradients and parameters and returns the update,
 the trainer does `w <- w - update`. The encoded programs travel as the traced `opt_args` argument, so a new
-population of programs never recompiles: one compile per (task, P, N).
+population of programs never recompiles: one compile per (task, P, N). A task with a `program` passes its data as
+an argument too: one compile per (program, steps, data shapes, P), shared by tasks that differ only in data.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import dataclasses
 import functools
 import math
 from collections.abc import Callable
@@ -91,7 +95,111 @@ def hutchinson_diagonal(loss_fn, w, batch, key) -> jax.Array:
     return z * hz
 
 
-@functools.lru_cache(maxsize=64)
+@dataclasses.dataclass(frozen=True)
+class ClosureProgram:
+    """A task given as closures (its data baked in) in the program form: equal only for the same closures."""
+
+    init_fn: Callable
+    loss_fn: Callable
+    batch_fn: Callable
+    val_loss_fn: Callable
+    accuracy_fn: Callable | None
+
+    @property
+    def has_accuracy(self) -> bool:
+        return self.accuracy_fn is not None
+
+    def init(self, data, key):
+        return self.init_fn(key)
+
+    def loss(self, data, params, batch):
+        return self.loss_fn(params, batch)
+
+    def batch(self, data, key, step):
+        return self.batch_fn(key, step)
+
+    def val_loss(self, data, params):
+        return self.val_loss_fn(params)
+
+    def accuracy(self, data, params):
+        return self.accuracy_fn(params)
+
+
+def task_program(task: Task) -> tuple[Any, Any]:
+    """(program, data) of a task: what its trainer compiles and what it passes as an argument. A program has
+    init(data, key), loss(data, params, batch), batch(data, key, step), val_loss(data, params), has_accuracy and
+    accuracy(data, params); equal programs with the same num_steps and data shapes share one compilation."""
+    if task.program is not None:
+        return task.program, task.data
+    return ClosureProgram(task.init, task.loss, task.batch, task.val_loss, task.accuracy), ()
+
+
+# glibc keeps what XLA frees after compiling a trainer (100-150 MB of LLVM's working memory, spread over the
+# compile threads' arenas) and grows the next compile on top of it: returning it to the system after every
+# compile that took a while keeps a peak RSS near what is held plus one compile (quickstart: -140 MB).
+BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+TRIM_AFTER_COMPILES_OVER_S = 0.1
+
+
+@functools.cache
+def trim_memory_after_compiles() -> bool:
+    """Installs (once) a listener returning freed heap memory to the system after every XLA compilation longer
+    than TRIM_AFTER_COMPILES_OVER_S (glibc's malloc_trim; nothing elsewhere). True if installed."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+
+    def listener(name, duration, *_args, **_kwargs):
+        if name == BACKEND_COMPILE_EVENT and duration > TRIM_AFTER_COMPILES_OVER_S:
+            trim(0)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    return True
+
+
+CACHE_SIZE = 64  # trainers kept in each cache below (the oldest is dropped first)
+_TRAINERS: dict[tuple, Any] = {}  # make_population_trainer's, by (update_fn, task, init_opt_state, options)
+_CORES: dict[tuple, Any] = {}  # the jitted cores, by (update_fn, program, num_steps, layout, init_opt_state, options)
+
+
+def _cached(cache: dict, key: tuple, make: Callable):
+    if key not in cache:
+        while len(cache) >= CACHE_SIZE:
+            cache.pop(next(iter(cache)))
+        cache[key] = make()
+    return cache[key]
+
+
+def clear_trainers(update_fn: UpdateFn | None = None) -> None:
+    """Forgets the trainers of `update_fn` (every trainer when None): their compiled code is freed once nobody
+    holds them (`jax.clear_caches` also drops what JAX keeps of them)."""
+    for cache in (_TRAINERS, _CORES):
+        for key in [k for k in cache if update_fn is None or k[0] is update_fn]:
+            del cache[key]
+
+
+def data_signature(data) -> tuple:
+    """(shape, dtype) of every leaf of a task's data: with the program and steps, what its trainer compiles for."""
+    return tuple((np.shape(x), np.result_type(x).str) for x in jax.tree.leaves(data))
+
+
+class TaskTrainer:
+    """A task's trainer: `core(data, *args)` (shared by every task of the same program and shapes) with the
+    task's data bound; `.core` and `.data` for callers that pass the data themselves (the sharded scorer)."""
+
+    def __init__(self, core: Callable, data: Any):
+        self.core, self.data = core, data
+
+    def __call__(self, *args):
+        return self.core(self.data, *args)
+
+    def lower(self, *args):
+        return self.core.lower(self.data, *args)
+
+
 def make_population_trainer(
     task: Task,
     update_fn: UpdateFn,
@@ -101,8 +209,8 @@ def make_population_trainer(
     hessian_every: int = 10,
     curve_every: int = 0,
     loss_scale: bool = False,
-):
-    """Returns jitted train(keys: (P,2) raw or (P,) typed keys, lrs: (P,), opt_args[, loss_scales: (P,)]) -> dict
+) -> TaskTrainer:
+    """Returns train(keys: (P,2) raw or (P,) typed keys, lrs: (P,), opt_args[, loss_scales: (P,)]) -> dict
     with
       'val_loss': (P,) final validation loss; +inf for members that diverged (non-finite train loss or params
                   at any step) or whose final validation loss is non-finite,
@@ -119,32 +227,46 @@ def make_population_trainer(
     loss_scales[p] * loss, i.e. update_fn sees its gradient (and Hessian estimate) multiplied by that factor
     (the re-parameterization augmentation of Celo2: a scale-invariant rule is unaffected); the reported losses
     ('val_loss', 'train_loss', 'curve') stay unscaled. New scales never recompile.
-    Cached: the same (task, update_fn, init_opt_state, options) returns the same jitted function.
+    Cached: the same (task, update_fn, init_opt_state, options) returns the same trainer; its jitted `core` takes
+    the task's data first and is shared with every task of the same program and num_steps (`task_program`).
     """
     if hessian_every < 1:
         raise ValueError(f"hessian_every must be >= 1, got {hessian_every}")
     if curve_every < 0 or (curve_every > 0 and curve_every > task.num_steps):
         raise ValueError(f"curve_every must be in [0, num_steps={task.num_steps}], got {curve_every}")
-    layout = task_layout(task)
-    num_steps = task.num_steps
+    trim_memory_after_compiles()
+    options = (init_opt_state, needs_hessian, hessian_every, curve_every, loss_scale)
+
+    def make():
+        program, data = task_program(task)
+        core = _cached(_CORES, (update_fn, program, task.num_steps, task_layout(task), *options),
+                       lambda: _data_trainer(program, task.num_steps, task_layout(task), update_fn, *options))
+        return TaskTrainer(core, data)
+
+    return _cached(_TRAINERS, (update_fn, task, *options), make)
+
+
+def _data_trainer(program, num_steps: int, layout: FlatLayout, update_fn: UpdateFn, init_opt_state: InitOptState,
+                  needs_hessian: bool, hessian_every: int, curve_every: int, loss_scale: bool):
+    """The jitted train(data, keys, lrs, opt_args[, loss_scales]) of `make_population_trainer`."""
     last_window = max(1, num_steps // 10)
 
-    def member_loss(w, batch):
-        return task.loss(unravel(layout, w), batch)
+    def train(data, keys, lrs, opt_args, loss_scales=None):
+        def member_loss(w, batch):
+            return program.loss(data, unravel(layout, w), batch)
 
-    value_and_grad = jax.vmap(jax.value_and_grad(member_loss))
-    batch_fn = jax.vmap(task.batch, in_axes=(0, None))
+        value_and_grad = jax.vmap(jax.value_and_grad(member_loss))
+        batch_fn = jax.vmap(lambda key, i: program.batch(data, key, i), in_axes=(0, None))
 
-    def hutchinson(w, batch, key):
-        return hutchinson_diagonal(member_loss, w, batch, key)
+        def hutchinson(w, batch, key):
+            return hutchinson_diagonal(member_loss, w, batch, key)
 
-    def train(keys, lrs, opt_args, loss_scales=None):
         keys = as_typed_keys(keys)
         num_members = keys.shape[0]
         init_keys, data_keys, hess_keys = (
             jax.vmap(lambda k, i=i: jax.random.fold_in(k, i))(keys) for i in range(3)
         )
-        w = jax.vmap(lambda k: ravel(layout, task.init(k)))(init_keys)
+        w = jax.vmap(lambda k: ravel(layout, program.init(data, k)))(init_keys)
         lrs = jnp.broadcast_to(jnp.asarray(lrs, jnp.float32), (num_members,))
         opt_state = init_opt_state(num_members, layout.size)
         h = jnp.zeros_like(w) if needs_hessian else None
@@ -178,15 +300,15 @@ def make_population_trainer(
             step, (w, opt_state, h, diverged), jnp.arange(num_steps, dtype=jnp.int32)
         )
         params = jax.vmap(lambda v: unravel(layout, v))(w)
-        val = jax.vmap(task.val_loss)(params)
+        val = jax.vmap(lambda p: program.val_loss(data, p))(params)
         val = jnp.where(diverged | ~jnp.isfinite(val), jnp.inf, val)
         out = {
             "val_loss": val,
             "train_loss": jnp.mean(losses[-last_window:], axis=0),
             "diverged": diverged,
         }
-        if task.accuracy is not None:
-            out["val_accuracy"] = jnp.where(diverged, 0.0, jax.vmap(task.accuracy)(params))
+        if program.has_accuracy:
+            out["val_accuracy"] = jnp.where(diverged, 0.0, jax.vmap(lambda p: program.accuracy(data, p))(params))
         if curve_every:
             windows = num_steps // curve_every
             out["curve"] = (
@@ -195,8 +317,10 @@ def make_population_trainer(
         return out
 
     if loss_scale:
-        return jax.jit(lambda keys, lrs, opt_args, loss_scales: train(keys, lrs, opt_args, loss_scales))
-    return jax.jit(lambda keys, lrs, opt_args: train(keys, lrs, opt_args))
+        return jax.jit(lambda data, keys, lrs, opt_args, loss_scales: train(data, keys, lrs, opt_args, loss_scales))
+    return jax.jit(lambda data, keys, lrs, opt_args: train(data, keys, lrs, opt_args))
+
+
 
 
 # ------------------------------------------------------------------------------------------ AdamW (optax)

@@ -3,7 +3,8 @@ envs/task_families.py; data in envs/pool_data.py).
 
 - `_build_pool_mlp`  the proxy pool's one builder (envs/task_pool.py): an MLP of a given width, depth, activation
                      and init scale on one of the pool's datasets (4x4 digits, wine, breast cancer, stdlib text
-                     windows, random-teacher classification or regression).
+                     windows, random-teacher classification or regression). Its data (padded to `POOL_ROWS`),
+                     activation and init scale are trainer arguments: one compilation per shape bucket.
 - target families    `mlp_digits` (deeper MLP on the 8x8 digits), `mlp_breast_cancer`, `mlp_diabetes`
                      (regression), `autoencoder_digits` (8x8 digits through a small code).
 
@@ -12,14 +13,17 @@ A builder's ``__name__`` is part of every task's spec (hence of the tuned-AdamW 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from envs.pool_data import digits_4x4_split, sklearn_split, teacher_split, text_source_split
-from envs.task_data import digits_split
-from envs.task_families import _classifier_fields, _dense, _dense_init, _regression_fields
+from envs.pool_data import POOL_ROWS, digits_4x4_split, sklearn_split, teacher_split, text_source_split
+from envs.supervised import supervised_fields
+from envs.task_data import digits_split, hash_normal
+from envs.task_families import _dense, _dense_init
 
 ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh, "gelu": jax.nn.gelu}
 
@@ -53,9 +57,35 @@ def _mlp(sizes, activation: str, init_scale: float = 1.0, salt: int = 0):
     return init, apply
 
 
-def _fields(loss_kind, apply, init, data, *, batch_size, num_steps, lr) -> dict:
-    fields = _classifier_fields if loss_kind == "classification" else _regression_fields
-    return fields(apply, init, *data, batch_size=batch_size, num_steps=num_steps, lr=lr)
+def _fields(loss_kind, apply, init, data, *, batch_size, num_steps, lr, **model) -> dict:
+    return supervised_fields(apply, init, *data, batch_size=batch_size, num_steps=num_steps, lr=lr, kind=loss_kind,
+                             **model)
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolMLP:
+    """The pool's MLP as a hashable model: activation and init scale are its data (`pool_mlp_data`), so pool tasks
+    of equal layer sizes share one trainer. Computes what `_mlp(sizes, activation, init_scale)` computes."""
+
+    sizes: tuple[int, ...]
+
+    def init(self, mdata, key):
+        return tuple({"w": hash_normal(key, i, (a, b)) * mdata["init_factor"][i], "b": jnp.zeros((b,), jnp.float32)}
+                     for i, (a, b) in enumerate(itertools.pairwise(self.sizes)))
+
+    def apply(self, mdata, params, x):
+        for layer in params[:-1]:  # the dense layer outside the switch: trains bit for bit as `_mlp` does
+            x = jax.lax.switch(mdata["activation"], _ACTIVATION_LIST, _dense(layer, x))
+        return _dense(params[-1], x)
+
+
+_ACTIVATION_LIST = list(ACTIVATIONS.values())
+
+
+def pool_mlp_data(sizes, activation: str, init_scale: float) -> dict:
+    """The activation's index and each layer's init factor (init_scale / sqrt(fan_in), rounded as `_dense_init`)."""
+    factors = [np.float32(init_scale / np.sqrt(fan_in)) for fan_in in sizes[:-1]]
+    return {"activation": np.int32(list(ACTIVATIONS).index(activation)), "init_factor": np.asarray(factors)}
 
 
 # ------------------------------------------------------------------------------------------------ pool
@@ -84,11 +114,10 @@ def pool_data(dataset: str, in_dim: int, out_dim: int, data_seed: int):
 def _build_pool_mlp(
     *, dataset, in_dim, out_dim, width, depth, activation, init_scale, batch_size, num_steps, lr, data_seed
 ) -> dict:
-    init, apply = _mlp([in_dim] + [width] * depth + [out_dim], activation, init_scale)
+    sizes = (in_dim,) + (width,) * depth + (out_dim,)
     data = pool_data(dataset, in_dim, out_dim, data_seed)
-    return _fields(
-        POOL_DATASETS[dataset][2], apply, init, data, batch_size=batch_size, num_steps=num_steps, lr=lr
-    )
+    return _fields(POOL_DATASETS[dataset][2], None, None, data, batch_size=batch_size, num_steps=num_steps, lr=lr,
+                   model=PoolMLP(sizes), model_data=pool_mlp_data(sizes, activation, init_scale), pad_to=POOL_ROWS)
 
 
 # --------------------------------------------------------------------------------------------- targets

@@ -10,11 +10,14 @@ import numpy as np
 import pytest
 
 from discover.infra import sharding
-from envs import task_pool
-from envs.pool_data import teacher_split, text_source_split
+from discover.shared.scoring import Scorer, with_steps
+from envs import task_pool, vector_families
+from envs.pool_data import POOL_ROWS, teacher_split, text_source_split
+from envs.supervised import program_fields, supervised_fields
 from envs.tasks import Task, task_names
 from envs.train import adamw_init_opt_state, adamw_update_fn, make_population_trainer, task_layout
 from envs.vector_families import POOL_DATASETS
+from search_spaces.update_rules import seed
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +124,71 @@ def test_pool_data_shapes_and_labels():
     )
     _, ty, _, vy = teacher_split("classification", 5, 3, 0)
     assert set(np.unique(ty)) == set(np.unique(vy)) == {0, 1, 2}
+
+
+# ------------------------------------------------------------------------- one compiled trainer per shape bucket
+
+
+def _baked(task: Task) -> Task:
+    """A pool task as it was built before its data became a trainer argument: closures with the activation and
+    init scale fixed (``_mlp``), unpadded data, all of it constants of its own trainer."""
+    p = json.loads(task.spec)["params"]
+    init, apply = vector_families._mlp([p["in_dim"]] + [p["width"]] * p["depth"] + [p["out_dim"]], p["activation"],
+                                       p["init_scale"])
+    data = vector_families.pool_data(p["dataset"], p["in_dim"], p["out_dim"], p["data_seed"])
+    fields = supervised_fields(apply, init, *data, batch_size=p["batch_size"], num_steps=task.num_steps,
+                               lr=task.lr, kind=POOL_DATASETS[p["dataset"]][2])
+    return Task(name=f"{task.name}_baked", num_steps=task.num_steps, lr=task.lr,
+                **program_fields(fields["program"], fields["data"]))
+
+
+@pytest.fixture(scope="module")
+def bucket():
+    """Two pool tasks of one shape bucket with different datasets (so row counts), activations and init scales,
+    trained 12 steps."""
+    pool = {t.name: t for t in task_pool.sample_task_pool(0, 8)}
+    names = ["pool0_01_text_gelu_w32d1", "pool0_02_teacher_classification_relu_w32d1"]
+    assert names in task_pool.bucket_tasks(list(pool.values())).values()
+    return [with_steps(pool[n], 12) for n in names]
+
+
+def test_one_bucket_shares_one_compiled_trainer_and_keeps_each_tasks_losses(bucket):
+    a, b = bucket
+    assert task_pool.shape_signature(a) == task_pool.shape_signature(b)
+    assert a.data["train_x"].shape == (POOL_ROWS[0], 32) and int(a.data["rows"]) == 6000 and int(b.data["rows"]) == 4096
+    trainers = [make_population_trainer(t, adamw_update_fn(), adamw_init_opt_state, curve_every=4) for t in bucket]
+    assert trainers[0] is not trainers[1] and trainers[0].core is trainers[1].core
+    keys, lrs = jax.random.split(jax.random.key(4), 3), jnp.asarray([3e-3, 1e-2, 3e-2])
+    for task, trainer in zip(bucket, trainers):
+        out = jax.device_get(trainer(keys, lrs, None))
+        baked = make_population_trainer(_baked(task), adamw_update_fn(), adamw_init_opt_state, curve_every=4)
+        ref = jax.device_get(baked(keys, lrs, None))
+        # training is the same bit for bit; the masked validation mean sums in another order (last bits)
+        for k in ("curve", "train_loss", "diverged"):
+            np.testing.assert_array_equal(out[k], ref[k])
+        np.testing.assert_allclose(out["val_loss"], ref["val_loss"], rtol=1e-6)
+        np.testing.assert_allclose(out["val_accuracy"], ref["val_accuracy"], rtol=1e-6)
+    assert trainers[0].core._cache_size() == 1  # compiled once for both tasks
+
+
+def test_the_sharded_trainer_takes_the_data_replicated(bucket):
+    mesh = sharding.population_mesh(1)
+    keys, lrs = jax.random.split(jax.random.key(5), 3), jnp.full((3,), 1e-2)
+    for task in bucket:
+        trainer = make_population_trainer(task, adamw_update_fn(), adamw_init_opt_state)
+        wrapped = sharding.sharded(trainer.core, mesh, chunk=2, replicated=1)  # padded to 4, in 2 chunks
+        np.testing.assert_allclose(wrapped(trainer.data, keys, lrs, None)["val_loss"],
+                                   jax.device_get(trainer(keys, lrs, None))["val_loss"], rtol=1e-5)
+    assert wrapped.compiles() == 1
+
+
+def test_the_scorer_compiles_one_trainer_for_a_bucket(bucket):
+    references = {t.name: {"lr": t.lr, "val_loss": 1.0} for t in bucket}
+    scorer = Scorer(tasks=bucket, references=references, train_seeds=1, lr_multipliers=(0.5, 1.0), worst=1e3,
+                    batch=2, max_len=4, n_state=1, loss_scale=True)
+    scores = scorer.score([seed("sgd"), seed("momentum")], loss_scales=[1.0, 10.0])
+    assert scorer.compiles() == 1 and scorer.trainer(bucket[0]) is scorer.trainer(bucket[1])
+    assert np.isfinite(scores.per_task).all() and not np.allclose(scores.per_task[:, 0], scores.per_task[:, 1])
 
 
 # ------------------------------------------------------------------------------------- loss-scale augmentation

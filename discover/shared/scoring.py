@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gc
 import json
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -22,7 +23,15 @@ from discover.language import interpreter
 from discover.language.program import Program
 from envs import tasks as task_registry
 from envs.baselines import adamw_reference, reference_keys
-from envs.train import make_population_trainer, task_layout
+from envs.train import (
+    TaskTrainer,
+    adamw_update_fn,
+    clear_trainers,
+    data_signature,
+    make_population_trainer,
+    task_layout,
+    task_program,
+)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -37,13 +46,28 @@ def with_steps(task: task_registry.Task, steps: int | None) -> task_registry.Tas
 
 
 @functools.lru_cache(maxsize=64)
+def _interpreter(segments: tuple, max_len: int, n_state: int):
+    # one update_fn per layout: tasks of one program and layout then share one compiled trainer
+    return interpreter.population_update_fn(segments), interpreter.population_init_fn(max_len, n_state)
+
+
 def interpreted_trainer(task: task_registry.Task, max_len: int, n_state: int, needs_hessian: bool,
-                        loss_scale: bool = False):
-    """The jitted population trainer of ``task`` running encoded programs (shared by every run in a process);
-    with ``loss_scale`` it takes a fourth argument, each member's training-loss factor."""
-    update_fn = interpreter.population_update_fn(task_layout(task).segments)
-    init = interpreter.population_init_fn(max_len, n_state)
+                        loss_scale: bool = False) -> TaskTrainer:
+    """The population trainer of ``task`` running encoded programs (shared by every run in a process; its jitted
+    ``core`` by every task of the same program, steps and data shapes: ``envs.train.task_program``); with
+    ``loss_scale`` it takes a fourth argument, each member's training-loss factor."""
+    update_fn, init = _interpreter(task_layout(task).segments, max_len, n_state)
     return make_population_trainer(task, update_fn, init, needs_hessian=needs_hessian, loss_scale=loss_scale)
+
+
+def release_trainers() -> None:
+    """Frees every compiled population trainer of this process (~50 MB each with the interpreter; a search's
+    proxy and funnel trainers once the search is over); whatever is called later compiles again."""
+    clear_trainers()
+    _interpreter.cache_clear()
+    sharded.cache_clear()
+    jax.clear_caches()
+    gc.collect()
 
 
 # The learning-rate sweep of the robust fitness: a candidate's lr is tuned AdamW's times each of these and it
@@ -110,16 +134,18 @@ class Scorer:
         return population_mesh(self.devices)
 
     def trainer(self, task):
+        """The sharded trainer of ``task``; its first argument is the task's data (``_call_args``)."""
         trainer = interpreted_trainer(task, self.max_len, self.n_state, self.needs_hessian, self.loss_scale)
-        return sharded(trainer, self._mesh)
+        return sharded(trainer.core, self._mesh, replicated=1)
 
     @functools.cached_property
     def _shapes(self) -> set:
-        return set()  # (task, rows) of every trainer call this scorer made: each is one compilation
+        return set()  # (program, steps, data shapes, rows) of every trainer call this scorer made: one compile each
 
     def _call_args(self, task, enc, scale: float = 1.0) -> tuple:
-        self._shapes.add((task.name, len(self._keys)))
-        args = (self._keys, self._lrs(task), enc)
+        program, data = task_program(task)
+        self._shapes.add((program, task.num_steps, data_signature(data), len(self._keys)))
+        args = (data, self._keys, self._lrs(task), enc)
         if self.loss_scale:  # every member of the call trains on the same rescaled loss
             args += (jnp.full((self.batch * self.members_per_candidate,), scale, jnp.float32),)
         return args
@@ -190,13 +216,15 @@ class Scorer:
         return dataclasses.replace(self, references=references)
 
     def compiles(self) -> int:
-        """Trainer compilations this scorer needed (one per task and call shape; a process compiles each once,
-        whichever scorer asks first)."""
+        """Trainer compilations this scorer needed (one per task program, steps, data shapes and call shape: pool
+        tasks of one shape bucket share one; a process compiles each once, whichever scorer asks first)."""
         return len(self._shapes)
 
 
 def compute_references(tasks: Sequence, steps: int | None, seeds: int, cache_path) -> dict[str, dict]:
     """Tuned-AdamW references of ``tasks`` (registered names or Task objects), by task name."""
     tasks = [task_registry.get_task(t) if isinstance(t, str) else t for t in tasks]
-    return {task.name: adamw_reference(with_steps(task, steps), seeds=seeds, cache_path=cache_path)
-            for task in tasks}
+    references = {task.name: adamw_reference(with_steps(task, steps), seeds=seeds, cache_path=cache_path)
+                  for task in tasks}
+    clear_trainers(adamw_update_fn())  # AdamW's trainers are not called again (the sweep runs the interpreter)
+    return references

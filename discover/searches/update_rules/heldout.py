@@ -29,6 +29,7 @@ from discover.searches.update_rules.report import proxy_description
 from discover.searches.update_rules.state import SearchState
 from discover.searches.update_rules.steps import SearchContext, swept_against_adamw
 from discover.shared.evolution import HallEntry, constant_slots, scale_constants
+from discover.shared.scoring import release_trainers
 from discover.shared.simplify import score_fn, simplify
 from discover.shared.transfer import run_transfer
 
@@ -89,8 +90,11 @@ def jittered_copies(program: Program, cfg: HeldoutSection, rng: np.random.Genera
 def check_robustness(hall: list[HallEntry], ctx: SearchContext, cfg: HeldoutSection, seed: int) -> list[Finalist]:
     """Scores the ``cfg.top_k`` best entries and their jittered copies on fresh seeds (see the module doc)."""
     base = ctx.metaval if ctx.metaval is not None else ctx.proxy
+    # padded to simplify's rows (SIMPLIFY_BATCH x base.train_seeds) where they divide: one compilation for both
+    rows, batch = SIMPLIFY_BATCH * base.train_seeds, cfg.jitters + 1
+    batch = max(batch, rows // cfg.train_seeds) if rows % cfg.train_seeds == 0 else batch
     scorer = swept_against_adamw(dataclasses.replace(base, train_seeds=cfg.train_seeds, first_seed=FRESH_SEED,
-                                                     batch=cfg.jitters + 1))
+                                                     batch=batch))
     rng = np.random.default_rng([seed, JITTER_SALT])
     finalists = []
     for rank, entry in enumerate(hall[: cfg.top_k], 1):
@@ -146,6 +150,7 @@ def heldout_evaluation(state: SearchState, ctx: SearchContext, run_dir: RunDir) 
     """Robustness, simplify and transfer of the best programs; writes ``heldout.json``, ``transfer/`` and (when
     a robust program exists) ``best.py`` as the simplified winner. Returns what ``results.json`` records."""
     config, cfg = ctx.config, ctx.config.heldout
+    release_trainers()  # the search's own trainers are not called again (other shapes here): free their memory
     finalists = check_robustness(state.hall, ctx, cfg, config.seed)
     simplify_finalists(finalists, ctx, cfg)
     robust = [f for f in finalists if not f.fragile]
