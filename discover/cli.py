@@ -34,9 +34,10 @@ from discover.language.optax_export import export_module
 from discover.language.program import ProgramError, parse
 from discover.searches import KINDS, get_search
 from discover.shared import runner
+from discover.shared.profile import Profile, table_rows
 from discover.shared.simplify import run_references, run_simplify
 from discover.shared.transfer import run_transfer
-from search_spaces.update_rules import SEED_NAMES, seed, seeds
+from search_spaces.update_rules import PROGRAM_NAMES, discovered, seed, seeds
 
 app = typer.Typer(
     name="discover",
@@ -77,21 +78,25 @@ def load_program(source: str):
         except ProgramError as e:
             where = f"{path}:{e.line}:{e.col}" if e.line is not None else str(path)
             raise UserError(f"{where}: {e.message}") from None
-    if source in SEED_NAMES:
+    if source in PROGRAM_NAMES:
         return seed(source)
-    raise UserError(f"'{source}' is neither a program file nor a seed (seeds: {', '.join(SEED_NAMES)})")
+    raise UserError(f"'{source}' is neither a program file nor a seed (seeds: {', '.join(PROGRAM_NAMES)})")
 
 
 @app.command("seeds")
 def seeds_cmd() -> None:
-    """List the baseline seed programs."""
-    table = Table(title="baseline seeds")
-    for col in ("name", "statements", "state", "reads"):
-        table.add_column(col)
-    for name, prog in seeds().items():
-        live = sum(live_statements(prog))
-        table.add_row(name, str(live), ", ".join(prog.state) or "-", ", ".join(prog.inputs))
-    console.print(table)
+    """List the baseline seed programs and the shipped discoveries (both can start a search: start_from)."""
+    for title, programs in (("baseline seeds", seeds()),
+                            ("discovered rules (search_spaces/discovered; header: how found, transfer)", discovered())):
+        if not programs:
+            continue
+        table = Table(title=title)
+        for col in ("name", "statements", "state", "reads"):
+            table.add_column(col)
+        for name, prog in programs.items():
+            live = sum(live_statements(prog))
+            table.add_row(name, str(live), ", ".join(prog.state) or "-", ", ".join(prog.inputs))
+        console.print(table)
 
 
 @app.command("show")
@@ -205,8 +210,30 @@ def _report(summary, run_dir: RunDir) -> None:
     console.print(f"TensorBoard: tensorboard --logdir {run_dir.tb_dir}", highlight=False, markup=False, soft_wrap=True)
 
 
-def _run_search(kind: str, config_path, overrides: list[str], run_dir: RunDir | None, out: Path | None) -> None:
+def _report_profile(report: dict, run_dir: RunDir) -> None:
+    steps = report["steps"]
+    table = Table(title=f"where the wall time went ({report['run']['wall_s']:.1f} s; {steps['count']} steps: "
+                        f"{steps['wall_s']:.1f} s)")
+    for col, justify in (("section", "left"), ("seconds", "right"), ("share of run", "right"),
+                         ("share of steps", "right"), ("calls", "right")):
+        table.add_column(col, justify=justify)
+    for row in table_rows(report):
+        table.add_row(*row)
+    console.print(table)
+    lines = [f"trainer: {report['run']['trainer_share']:.1%} of the run, {steps['trainer_share']:.1%} of the steps"]
+    if report["off_thread_s"]:
+        lines.append("off the critical path (a worker thread, while the next step computed): "
+                     + ", ".join(f"{k} {v:.2f} s" for k, v in report["off_thread_s"].items()))
+    lines.append(f"details: {run_dir.file('profile.json')}")
+    for line in lines:
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+def _run_search(kind: str, config_path, overrides: list[str], run_dir: RunDir | None, out: Path | None,
+                profile: bool = False) -> None:
     """Loads the search (after jax.distributed), its config, and runs it; exits 0, or 130 when interrupted."""
+    if profile and kind != "update_rule":
+        fail(f"--profile: only update-rule searches time their sections (this config's kind is {kind!r})")
     _run(_start_processes, config_path, overrides)  # before any search is imported: importing evosax starts JAX
     search = get_search(kind)
     config = _run(search.load_config, config_path, overrides)
@@ -216,8 +243,11 @@ def _run_search(kind: str, config_path, overrides: list[str], run_dir: RunDir | 
         if is_main_process():
             console.print(f"run directory: {run_dir.path}", highlight=False, markup=False, soft_wrap=True)
     with RichProgress() as progress:
-        summary = _run(runner.run, search, config, run_dir, resume=resume, progress=progress)
+        summary = _run(runner.run, search, config, run_dir, resume=resume, progress=progress,
+                       profile=Profile(enabled=profile))
     _report(summary, run_dir)
+    if summary.profile is not None and is_main_process():
+        _report_profile(summary.profile, run_dir)
     raise typer.Exit(code=130 if summary.interrupted else 0)
 
 
@@ -227,11 +257,13 @@ def search_cmd(
         None, help="experiment YAML, or a shipped experiment's name (talpo_tiny); default: quickstart"),
     set_: list[str] = typer.Option([], "--set", help="override a config key: --set evolution.generations=5"),
     out: Path | None = typer.Option(None, "--out", help="parent folder of the run directory (default checkpoints/)"),
+    profile: bool = typer.Option(False, "--profile", help="update rules: time each phase of every generation "
+                                                          "(training, mutation...): a table and profile.json"),
 ) -> None:
     """Run a search; the config's `kind:` says which (update_rule, rl_objective, distill)."""
     path = _run(resolve_config, config)
     kind = _run(peek_kind, str(path), KINDS)
-    _run_search(kind, path, list(set_), None, out)
+    _run_search(kind, path, list(set_), None, out, profile)
 
 
 @app.command("resume")
@@ -239,6 +271,8 @@ def resume_cmd(
     run_dir: Path = typer.Argument(..., help="a run directory written by `discover search`"),
     set_: list[str] = typer.Option(
         [], "--set", help="where it runs now: --set devices=2, --set distributed.coordinator_address=host0:1234"),
+    profile: bool = typer.Option(False, "--profile", help="update rules: time each phase of the resumed "
+                                                          "generations: a table and profile.json"),
 ) -> None:
     """Continue a stopped or killed search from its newest good checkpoint."""
     for item in set_:  # what may differ on resume: where it runs, never what it searches
@@ -248,7 +282,7 @@ def resume_cmd(
                  f"as recorded in {run_dir / 'config.yaml'})")
     rd = _run(RunDir.open, run_dir)
     kind = _run(peek_kind, str(rd.config_path), KINDS)
-    _run_search(kind, rd.config_path, list(set_), rd, None)
+    _run_search(kind, rd.config_path, list(set_), rd, None, profile)
 
 
 @app.command("distill")

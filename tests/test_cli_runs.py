@@ -128,3 +128,46 @@ def test_rl_result_block_shows_learned_ppo_and_dpo_with_errors(tmp_path):
     listed = re.search(r"run directory: \S+  \((.*)\)", out).group(1).split(", ")
     assert "best.py" not in listed and "hall_of_fame.json" not in listed
     assert all((run / name).is_file() for name in listed) and "best_drift.npz" in listed
+
+
+def test_profile_splits_the_wall_time_only_when_asked(tiny_update_rule_run, tmp_path):
+    _, plain = tiny_update_rule_run
+    assert not (plain / "profile.json").exists()
+    result = invoke("search", TINY, "--out", tmp_path, "--profile", "--set", "evolution.generations=2",
+                    "--set", "refine.top_k=0", "--set", f"fitness.reference_cache={plain.parent / 'refs.json'}")
+    assert result.exit_code == 0, result.output
+    run = _run_dir_of(result.stdout)
+    report = json.loads((run / "profile.json").read_text())
+    for view in ("run", "steps"):
+        sections = report[view]["sections"]
+        assert sum(s["share"] for s in sections.values()) == pytest.approx(1.0, abs=1e-3)
+        assert sum(s["seconds"] for s in sections.values()) == pytest.approx(report[view]["wall_s"], rel=1e-3)
+    steps = report["steps"]["sections"]
+    assert {"training", "mutation", "fingerprint", "cache", "funnel", "checkpoint", "other"} <= set(steps)
+    assert {"tensorboard", "checkpoint"} <= set(report["off_thread_s"])  # written while the next step computed
+    assert report["steps"]["count"] == 2 and [s["step"] for s in report["per_step"]] == [1, 2]
+    assert "where the wall time went" in result.stdout and "trainer:" in result.stdout
+    assert "profile.json" in re.search(r"run directory: \S+  \((.*)\)", result.stdout).group(1).split(", ")
+    assert "profile" not in json.loads((run / "results.json").read_text())
+    # Timing the search does not change it.
+    assert (run / "hall_of_fame.json").read_text() == (plain / "hall_of_fame.json").read_text()
+
+
+def test_profile_of_another_kind_of_search_is_one_line(tmp_path):
+    _one_line_error(invoke("search", TALPO_TINY, "--out", tmp_path, "--profile"), "--profile", "rl_objective")
+    assert not any(tmp_path.iterdir())
+
+
+def test_resume_profiles_the_steps_it_runs(tiny_update_rule_run, tmp_path):
+    _, run = tiny_update_rule_run
+    copy = tmp_path / run.name
+    shutil.copytree(run, copy)
+    (copy / "results.json").unlink()
+    steps = sorted(int(p.name) for p in (copy / "ckpt").iterdir() if p.name.isdigit())
+    shutil.rmtree(copy / "ckpt" / str(steps[-1]))
+    result = invoke("resume", copy, "--profile")
+    assert result.exit_code == 0, result.output
+    report = json.loads((copy / "profile.json").read_text())
+    assert [s["step"] for s in report["per_step"]] == list(range(steps[-2] + 1, steps[-1] + 1))
+    assert "checkpoint" in report["run"]["sections"]  # the restore
+    assert (copy / "hall_of_fame.json").read_text() == (run / "hall_of_fame.json").read_text()

@@ -97,13 +97,21 @@ def make_child(parent: Program, rng: np.random.Generator, space, weights: Mappin
 def analyse(programs: Sequence[Program], max_len: int, n_state: int, pad_to: int) -> tuple[list[Program], list[str], list[int]]:
     """(live programs, fingerprints, dead statement counts) with ONE batched fingerprint call; the batch is
     padded to ``pad_to`` so the fingerprint function compiles once per run."""
-    live = [remove_dead_code(p) for p in programs]
-    dead = [len(p) - sum(live_statements(p)) for p in programs]
+    live, dead = dead_code(programs)
+    return live, batch_fingerprints(live, max_len, n_state, pad_to), dead
+
+
+def dead_code(programs: Sequence[Program]) -> tuple[list[Program], list[int]]:
+    """(live programs, dead statement counts): the static half of :func:`analyse`."""
+    return [remove_dead_code(p) for p in programs], [len(p) - sum(live_statements(p)) for p in programs]
+
+
+def batch_fingerprints(live: Sequence[Program], max_len: int, n_state: int, pad_to: int) -> list[str]:
+    """Fingerprints of ``live`` in one call padded to ``pad_to``: the batched half of :func:`analyse`."""
     if not live:
-        return [], [], []
+        return []
     padded = list(live) + [live[0]] * max(0, pad_to - len(live))
-    fps = fingerprints(padded, max_len, n_state)[: len(live)]
-    return live, fps, dead
+    return fingerprints(padded, max_len, n_state)[: len(live)]
 
 
 # ----------------------------------------------------------------------------------------------------------

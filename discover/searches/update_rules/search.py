@@ -54,6 +54,7 @@ from discover.searches.update_rules.steps import (
     run_generation,
 )
 from discover.shared import runner
+from discover.shared.profile import Profile
 from discover.shared.runner import Progress, Summary
 
 
@@ -114,12 +115,22 @@ class UpdateRuleSearch:
 
     kind: ClassVar[str] = "update_rule"
     config_type: ClassVar[type] = SearchConfig
+    # log() only reads the state it is given: each step builds a new one (the RNG, which states share, is not read).
+    outputs_in_background: ClassVar[bool] = True
+
+    def __init__(self) -> None:
+        self.profile = Profile(enabled=False)
 
     def load_config(self, path: Any, overrides: Sequence[str] = ()) -> SearchConfig:
         return load_search_config(path, overrides)
 
+    def attach_profile(self, profile: Profile) -> None:
+        self.profile = profile
+
     def prepare(self, config: SearchConfig, run_dir: RunDir, progress: Progress) -> RunContext:
-        return RunContext(make_context(config, load_or_compute_references(config, run_dir)), run_dir)
+        with self.profile.section("references"):
+            references = load_or_compute_references(config, run_dir)
+        return RunContext(make_context(config, references, self.profile), run_dir)
 
     def init(self, ctx: RunContext) -> SearchState:
         return initial_state(ctx.search)
@@ -137,15 +148,17 @@ class UpdateRuleSearch:
     def step(self, state: SearchState, ctx: RunContext) -> tuple[SearchState, dict]:
         config = ctx.search.config
         if state.generation >= config.evolution.generations:
-            state, ctx.refinement = run_refinement(state, ctx.search)
+            with ctx.search.profile.section("refine"):
+                state, ctx.refinement = run_refinement(state, ctx.search)
             return state, {"refined": len(ctx.refinement)}
         state, stats = run_generation(state, ctx.search)
         g = state.generation
         # Without meta-validation tasks the funnel costs nothing: the hall of fame follows every generation.
         if g % config.funnel.every == 0 or g == config.evolution.generations or ctx.search.metaval is None:
-            state, funnel_info = run_funnel(state, ctx.search)
-            stats.update(funnel_info)
-            state, restarted = maybe_restart(state, ctx.search)
+            with ctx.search.profile.section("funnel"):
+                state, funnel_info = run_funnel(state, ctx.search)
+                stats.update(funnel_info)
+                state, restarted = maybe_restart(state, ctx.search)
             stats["restarted"] = int(restarted)
         return state, stats
 
@@ -191,9 +204,11 @@ class UpdateRuleSearch:
         )
 
 
-def run_search(config: SearchConfig, run_dir: RunDir, resume: bool = False, progress: Progress | None = None) -> dict:
+def run_search(config: SearchConfig, run_dir: RunDir, resume: bool = False, progress: Progress | None = None,
+               profile: Profile | None = None) -> dict:
     """Runs (or, with ``resume``, continues) an update-rule search in ``run_dir``; the summary as a dict."""
-    return runner.run(UpdateRuleSearch(), config, run_dir, resume=resume, progress=progress).to_json()
+    return runner.run(UpdateRuleSearch(), config, run_dir, resume=resume, progress=progress,
+                      profile=profile).to_json()
 
 
 def resume_config(run_dir: RunDir) -> SearchConfig:

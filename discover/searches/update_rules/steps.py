@@ -20,12 +20,15 @@ from discover.shared.evolution import (
     Individual,
     add_member,
     analyse,
+    batch_fingerprints,
+    dead_code,
     live_text,
     make_child,
     top_distinct,
     tournament,
     update_hall,
 )
+from discover.shared.profile import Profile
 from discover.shared.scoring import Scorer, chosen_multipliers, compute_references, with_steps
 from envs import tasks as task_registry
 from envs.task_pool import sample_loss_scales, sample_task_pool
@@ -76,6 +79,7 @@ class SearchContext:
     space: UpdateRuleSpace
     proxy: Scorer
     metaval: Scorer | None  # None: the funnel ranks by proxy fitness
+    profile: Profile = dataclasses.field(default_factory=lambda: Profile(enabled=False))  # --profile
 
     @property
     def max_len(self) -> int:
@@ -86,7 +90,7 @@ class SearchContext:
         return max(1, self.space.n_state)
 
 
-def make_context(config: SearchConfig, references: dict) -> SearchContext:
+def make_context(config: SearchConfig, references: dict, profile: Profile | None = None) -> SearchContext:
     space = config.space.space()
     common = {"worst": config.fitness.worst, "max_len": space.max_len, "n_state": max(1, space.n_state),
               "needs_hessian": space.allow_h, "devices": config.devices,
@@ -94,14 +98,17 @@ def make_context(config: SearchConfig, references: dict) -> SearchContext:
     proxy = Scorer(tasks=proxy_tasks(config), references=references["proxy"],
                    train_seeds=config.fitness.train_seeds, batch=config.evolution.batch,
                    loss_scale=config.fitness.loss_scale_range is not None, **common)
-    proxy = swept_against_adamw(proxy)
+    profile = profile or Profile(enabled=False)
+    with profile.section("training"):  # AdamW over the sweep: the first call of each task's trainer
+        proxy = swept_against_adamw(proxy)
     metaval = None
     if config.funnel.tasks:
         metaval = Scorer(tasks=[with_steps(task_registry.get_task(n), config.funnel.steps) for n in config.funnel.tasks],
                          references=references["metaval"], train_seeds=config.funnel.train_seeds,
                          batch=config.funnel.top_k, **common)
-        metaval = swept_against_adamw(metaval)
-    return SearchContext(config=config, space=space, proxy=proxy, metaval=metaval)
+        with profile.section("training"):
+            metaval = swept_against_adamw(metaval)
+    return SearchContext(config=config, space=space, proxy=proxy, metaval=metaval, profile=profile)
 
 
 
@@ -111,11 +118,13 @@ def initial_state(ctx: SearchContext) -> SearchState:
     config = ctx.config
     P = config.evolution.population
     names = list(dict.fromkeys(config.start_from))
-    live, fps, _ = analyse([seed(n) for n in names], ctx.max_len, ctx.n_state, pad_to=config.evolution.batch)
+    with ctx.profile.section("fingerprint"):
+        live, fps, _ = analyse([seed(n) for n in names], ctx.max_len, ctx.n_state, pad_to=config.evolution.batch)
     fp_of = dict(zip(names, fps))
     unique = list(dict.fromkeys(fps))
     tasks, scales = generation_tasks(config, len(ctx.proxy.tasks), 0)
-    scores = ctx.proxy.score([live[fps.index(fp)] for fp in unique], tasks, scales)
+    with ctx.profile.section("training"):
+        scores = ctx.proxy.score([live[fps.index(fp)] for fp in unique], tasks, scales)
     cache = {fp: float(f) for fp, f in zip(unique, scores.fitness)}
     lr_choice = dict(zip(unique, chosen_multipliers(scores)))
     chosen = [config.start_from[i % len(config.start_from)] for i in range(P)]
@@ -165,10 +174,11 @@ def _check_references(scorer: Scorer) -> None:
 
 def run_generation(state: SearchState, ctx: SearchContext) -> tuple[SearchState, dict]:
     """One generation (see the module docstring); returns the new state and its statistics."""
-    evo = ctx.config.evolution
+    evo, section = ctx.config.evolution, ctx.profile.section
     rng = state.rng
-    population, births, cache = list(state.population), state.births, dict(state.cache)
-    lr_choice = dict(state.lr_choice)
+    with section("cache"):
+        population, births, cache = list(state.population), state.births, dict(state.cache)
+        lr_choice = dict(state.lr_choice)
     pending: dict[str, tuple] = {}  # fingerprint -> first novel child (scored below)
     waiting: list[tuple] = []  # (birth, child, kind, parent live text, fingerprint) joining after scoring
     stats = collections.Counter()
@@ -177,37 +187,43 @@ def run_generation(state: SearchState, ctx: SearchContext) -> tuple[SearchState,
         if need <= 0:
             break
         made = []
-        for _ in range(need):
-            parent = tournament(population, rng, evo.tournament)
-            child, kind, invalid = make_child(parent.program, rng, ctx.space, evo.mutation, evo.max_tries)
-            stats["invalid"] += invalid
-            made.append((child, kind, parent))
-        live, fps, dead = analyse([c for c, _, _ in made], ctx.max_len, ctx.n_state, pad_to=evo.batch)
-        for (child, kind, parent), lv, fp, d in zip(made, live, fps, dead):
-            stats["children"] += 1
-            stats["dead_statements"] += d
-            stats["statements"] += len(child)
-            record = (births, child, kind, live_text(parent.program), fp)
-            births += 1
-            if fp in cache:
-                stats["hits"] += 1
-                population = add_member(population, _individual(record, cache[fp]), evo.population)
-            elif fp in pending:
-                stats["hits"] += 1  # a twin of a child in this batch: it reuses that child's score
-                waiting.append(record)
-            else:
-                pending[fp] = (record, lv)
-                waiting.append(record)
+        with section("mutation"):
+            for _ in range(need):
+                parent = tournament(population, rng, evo.tournament)
+                child, kind, invalid = make_child(parent.program, rng, ctx.space, evo.mutation, evo.max_tries)
+                stats["invalid"] += invalid
+                made.append((child, kind, live_text(parent.program)))
+            live, dead = dead_code([c for c, _, _ in made])
+        with section("fingerprint"):
+            fps = batch_fingerprints(live, ctx.max_len, ctx.n_state, evo.batch)
+        with section("cache"):
+            for (child, kind, parent_text), lv, fp, d in zip(made, live, fps, dead):
+                stats["children"] += 1
+                stats["dead_statements"] += d
+                stats["statements"] += len(child)
+                record = (births, child, kind, parent_text, fp)
+                births += 1
+                if fp in cache:
+                    stats["hits"] += 1
+                    population = add_member(population, _individual(record, cache[fp]), evo.population)
+                elif fp in pending:
+                    stats["hits"] += 1  # a twin of a child in this batch: it reuses that child's score
+                    waiting.append(record)
+                else:
+                    pending[fp] = (record, lv)
+                    waiting.append(record)
     if pending:
         tasks, scales = generation_tasks(ctx.config, len(ctx.proxy.tasks), state.generation + 1)
-        scores = ctx.proxy.score([lv for _, lv in pending.values()], tasks, scales)
+        with section("training"):
+            scores = ctx.proxy.score([lv for _, lv in pending.values()], tasks, scales)
         for fp, f, row in zip(pending, scores.fitness, chosen_multipliers(scores)):
             cache[fp] = float(f)
             lr_choice[fp] = row
         stats["scored"] += len(pending)
         stats["nonfinite"] += int(scores.nonfinite.sum())
-    for record in sorted(waiting, key=lambda r: r[0]):
-        population = add_member(population, _individual(record, cache[record[4]]), evo.population)
+    with section("cache"):
+        for record in sorted(waiting, key=lambda r: r[0]):
+            population = add_member(population, _individual(record, cache[record[4]]), evo.population)
     totals = {k: state.totals.get(k, 0) + stats[k] for k in TOTALS}
     new = dataclasses.replace(state, generation=state.generation + 1, births=births, population=population,
                               cache=cache, totals=totals, lr_choice=lr_choice)
@@ -228,7 +244,9 @@ def run_funnel(state: SearchState, ctx: SearchContext) -> tuple[SearchState, dic
     nonfinite = 0
     if new:
         if ctx.metaval is not None:
-            scores = ctx.metaval.score([remove_dead_code(i.program) for i in new])
+            programs = [remove_dead_code(i.program) for i in new]
+            with ctx.profile.section("training"):
+                scores = ctx.metaval.score(programs)
             values, nonfinite = scores.fitness, int(scores.nonfinite.sum())
             metaval_lr.update({i.fingerprint: row for i, row in zip(new, chosen_multipliers(scores))})
         else:
