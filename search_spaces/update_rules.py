@@ -4,6 +4,10 @@ Each seed is a program text in ``search_spaces/seeds/<name>.py``: a plain ``def`
 language with a comment on top citing its source and constants. Those files are *data*: they are read
 as text and parsed by :func:`discover.language.program.parse`, never imported or executed as Python.
 
+Rules a search found and this project ships live in ``search_spaces/discovered/<name>.py``, in the same form,
+their header giving the config, command, date and the transfer table they earned. Their names
+(:data:`DISCOVERED_NAMES`) work wherever a seed's does (``start_from``, ``discover show``/``export``/``transfer``).
+
 The seeds reproduce their references (optax's optimizer with its default constants where optax has one,
 else the paper's formula) to float32 rounding; ``tests/test_seeds.py`` checks both execution paths.
 """
@@ -26,20 +30,34 @@ SEED_NAMES: tuple[str, ...] = (
 )
 
 
+
+def _discovered_names() -> tuple[str, ...]:
+    folder = importlib.resources.files("search_spaces").joinpath("discovered")
+    # Update rules only: the RL discoveries beside them (a drift network, its distilled closed form) have "drift"
+    # in their file names.
+    return tuple(sorted(f.name[:-3] for f in folder.iterdir()
+                        if f.name.endswith(".py") and "drift" not in f.name and f.name != "__init__.py"))
+
+
+DISCOVERED_NAMES: tuple[str, ...] = _discovered_names()
+PROGRAM_NAMES: tuple[str, ...] = SEED_NAMES + DISCOVERED_NAMES  # every program known by name
+
+
 def _unknown(name) -> ValueError:
-    return ValueError(f"unknown seed {name!r}; known seeds: {', '.join(SEED_NAMES)}")
+    return ValueError(f"unknown seed {name!r}; known seeds: {', '.join(PROGRAM_NAMES)}")
 
 
 def seed_text(name: str) -> str:
-    """The program text of seed `name` (comment header included)."""
-    if not isinstance(name, str) or name not in SEED_NAMES:
+    """The program text of seed or shipped discovery `name` (comment header included)."""
+    if not isinstance(name, str) or name not in PROGRAM_NAMES:
         raise _unknown(name)
-    return importlib.resources.files("search_spaces").joinpath("seeds", f"{name}.py").read_text("utf-8")
+    folder = "seeds" if name in SEED_NAMES else "discovered"
+    return importlib.resources.files("search_spaces").joinpath(folder, f"{name}.py").read_text("utf-8")
 
 
 def seed(name: str) -> Program:
-    """Seed `name` parsed into a :class:`Program` (ValueError naming the known seeds for an unknown one)."""
-    if not isinstance(name, str) or name not in SEED_NAMES:
+    """Seed or shipped discovery `name` parsed into a :class:`Program` (ValueError naming the known ones)."""
+    if not isinstance(name, str) or name not in PROGRAM_NAMES:
         raise _unknown(name)
     return _parsed(name)
 
@@ -50,8 +68,13 @@ def _parsed(name: str) -> Program:
 
 
 def seeds() -> dict[str, Program]:
-    """Every seed, in :data:`SEED_NAMES` order."""
+    """Every baseline seed, in :data:`SEED_NAMES` order."""
     return {name: seed(name) for name in SEED_NAMES}
+
+
+def discovered() -> dict[str, Program]:
+    """Every shipped discovery, by name."""
+    return {name: seed(name) for name in DISCOVERED_NAMES}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,7 +21,7 @@ from discover.shared.transfer_report import json_float, mean_se
 from envs import tasks as task_registry
 from envs.baselines import reference_keys
 from envs.train import make_population_trainer, ravel, task_layout, unravel
-from search_spaces.update_rules import SEED_NAMES, seed
+from search_spaces.update_rules import PROGRAM_NAMES, SEED_NAMES, seed
 
 FRESH_SEED_OFFSET = 10_000  # fresh seed s trains with jax.random.key(FRESH_SEED_OFFSET + s); tuning seeds are 0..
 BO_SEED = 0  # the BO tuner's seed: the same initial design for every optimizer
@@ -56,14 +56,15 @@ _NATIVE = {
 
 
 def baseline_optimizer(name: str) -> Optimizer:
-    """``adamw``, ``lion``, ``sgdm`` (optax's own) or any seed program name."""
+    """``adamw``, ``lion``, ``sgdm`` (optax's own), any seed program or shipped discovery by name."""
     if name in _NATIVE:
         label, make, source = _NATIVE[name]
         return Optimizer(label, "baseline", make, None, source)
-    if name in SEED_NAMES:
+    if name in PROGRAM_NAMES:
         program = seed(name)
-        return Optimizer(name, "baseline", _program_maker(program), program, f"seed program '{name}' via to_optax")
-    known = ", ".join(list(_NATIVE) + [n for n in SEED_NAMES if n not in _NATIVE])
+        kind = "seed program" if name in SEED_NAMES else "shipped discovery"
+        return Optimizer(name, "baseline", _program_maker(program), program, f"{kind} '{name}' via to_optax")
+    known = ", ".join(list(_NATIVE) + [n for n in PROGRAM_NAMES if n not in _NATIVE])
     raise InputError(f"unknown baseline '{name}' (known: {known})")
 
 

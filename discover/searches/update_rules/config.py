@@ -17,7 +17,7 @@ from discover.shared import cbo
 from discover.shared.es import STRATEGY_NAMES
 from discover.shared.scoring import ROBUST_LR_MULTIPLIERS
 from envs import tasks as task_registry
-from search_spaces.update_rules import SEED_NAMES, UpdateRuleSpace, seed
+from search_spaces.update_rules import PROGRAM_NAMES, UpdateRuleSpace, seed
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -196,7 +196,7 @@ class SearchConfig(BaseSearchConfig):
     kind: str = redefault("kind", "update_rule", choices=["update_rule"])
     start_from: list[str] = dataclasses.field(
         default_factory=lambda: ["adamw"],
-        metadata={"choices": SEED_NAMES, "help": "programs the population starts from (cycled)",
+        metadata={"choices": PROGRAM_NAMES, "help": "seeds or shipped discoveries the population starts from (cycled)",
                   "renamed_from": "seeds"})
     space: SpaceSection = dataclasses.field(default_factory=SpaceSection)
     evolution: EvolutionSection = dataclasses.field(default_factory=EvolutionSection)
