@@ -10,7 +10,14 @@ from typer.testing import CliRunner
 
 from discover.cli import app
 from discover.shared.drift_io import load_distilled
-from search_spaces.update_rules import DISCOVERED_NAMES, SEED_NAMES, UpdateRuleSpace, discovered, seed, seed_text
+from search_spaces.update_rules import (
+    DISCOVERED_NAMES,
+    SEED_NAMES,
+    UpdateRuleSpace,
+    discovered,
+    seed,
+    seed_text,
+)
 
 FOLDER = importlib.resources.files("search_spaces").joinpath("discovered")
 

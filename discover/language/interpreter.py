@@ -84,9 +84,9 @@ def encode(programs: Sequence[Program], max_len: int, n_state: int) -> Encoded:
     """Encode programs (each at most `max_len` statements and `n_state` state variables)."""
     P, L = len(programs), max_len
     a = {  # per part: "t" tensor statements, "s" scalar statements
-        part: dict(op=np.zeros((P, L), np.int32), arg=np.zeros((P, L, 3), np.int32),
-                   is_const=np.zeros((P, L, 3), bool), const=np.zeros((P, L, 3), np.float32),
-                   comp=np.full((P, L), np.nan, np.float32), length=np.zeros((P,), np.int32))
+        part: {"op": np.zeros((P, L), np.int32), "arg": np.zeros((P, L, 3), np.int32),
+                   "is_const": np.zeros((P, L, 3), bool), "const": np.zeros((P, L, 3), np.float32),
+                   "comp": np.full((P, L), np.nan, np.float32), "length": np.zeros((P,), np.int32)}
         for part in "ts"
     }
     arg_scalar = np.zeros((P, L, 3), bool)
@@ -127,10 +127,10 @@ def encode(programs: Sequence[Program], max_len: int, n_state: int) -> Encoded:
         for j in range(len(prog.state), n_state):
             out[p, 1 + j] = N_TENSOR_INPUTS + j  # an unused slot keeps its value
     t, s = a["t"], a["s"]
-    fields = dict(op=t["op"], arg=t["arg"], arg_scalar=arg_scalar, is_const=t["is_const"], const=t["const"],
-                  comp=t["comp"], out=out, out_scalar=out_scalar, length=t["length"], s_op=s["op"],
-                  s_arg=s["arg"], s_is_const=s["is_const"], s_const=s["const"], s_comp=s["comp"],
-                  s_length=s["length"])
+    fields = {"op": t["op"], "arg": t["arg"], "arg_scalar": arg_scalar, "is_const": t["is_const"], "const": t["const"],
+                  "comp": t["comp"], "out": out, "out_scalar": out_scalar, "length": t["length"], "s_op": s["op"],
+                  "s_arg": s["arg"], "s_is_const": s["is_const"], "s_const": s["const"], "s_comp": s["comp"],
+                  "s_length": s["length"]}
     return Encoded(**{k: jnp.asarray(v) for k, v in fields.items()})
 
 
