@@ -21,21 +21,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from discover.language import interpreter
-from discover.language.program import Program
+from discover.language.program import Program, backward_live
 
 
 def _live_mask(program: Program) -> tuple[list[bool], set[str]]:
     """(live flag per statement, state variables whose value matters), by a fixed point over steps."""
     needed_state: set[str] = set()
     while True:
-        live_names = {program.update} | needed_state
-        mask = [False] * len(program.statements)
-        for i in range(len(program.statements) - 1, -1, -1):
-            st = program.statements[i]
-            if st.dst in live_names:
-                mask[i] = True
-                live_names.discard(st.dst)
-                live_names |= {a for a in st.args if isinstance(a, str)}
+        mask, live_names = backward_live(program.statements, {program.update} | needed_state)
         read_at_entry = live_names & set(program.state)
         if read_at_entry <= needed_state:
             return mask, needed_state

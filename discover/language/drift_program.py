@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from discover.language.ops import INFIX, OP_BY_NAME
-from discover.language.program import ProgramError, Statement, _describe, _err, _Flattener
+from discover.language.program import ProgramError, Statement, _describe, _err, _Flattener, backward_live
 
 INPUTS = ("r", "A", "progress", "log_n")
 # Elementwise ops of arity 1 or 2, in encoding order (op id = index + 1; 0 is `copy`). Append only.
@@ -165,14 +165,7 @@ def _check_target(target: ast.Name) -> None:
 # --- analysis ----------------------------------------------------------------------------------------
 def live_mask(program: DriftProgram) -> list[bool]:
     """Whether each statement's result reaches the output."""
-    needed, mask = {program.output}, [False] * len(program.statements)
-    for i in range(len(program.statements) - 1, -1, -1):
-        st = program.statements[i]
-        if st.dst in needed:
-            mask[i] = True
-            needed.discard(st.dst)
-            needed |= {a for a in st.args if isinstance(a, str)}
-    return mask
+    return backward_live(program.statements, (program.output,))[0]
 
 
 def remove_dead_code(program: DriftProgram) -> DriftProgram:

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from discover.language import ops
-from discover.language.program import Program
+from discover.language.program import Program, backward_live
 
 TENSOR_INPUT_ROW = {"g": 0, "w": 1, "h": 2}
 SCALAR_INPUT_ROW = {"lr": 0, "t": 1}
@@ -69,15 +69,7 @@ class Encoded(NamedTuple):
 
 def _live(program: Program) -> list[bool]:
     """Whether each statement's value reaches the update or a state variable's new value."""
-    names = {program.update, *program.state}
-    live = [False] * len(program.statements)
-    for i in range(len(program.statements) - 1, -1, -1):
-        st = program.statements[i]
-        if st.dst in names:
-            live[i] = True
-            names.discard(st.dst)
-            names |= {a for a in st.args if isinstance(a, str)}
-    return live
+    return backward_live(program.statements, (program.update, *program.state))[0]
 
 
 def encode(programs: Sequence[Program], max_len: int, n_state: int) -> Encoded:

@@ -65,6 +65,19 @@ class Statement:
         return f"{self.dst} = {self.op}({', '.join(a)})"
 
 
+def backward_live(statements, outputs) -> tuple[list[bool], set[str]]:
+    """(whether each statement's value reaches a name in ``outputs`` at the end, the names read at entry):
+    one backward pass over straight-line ``dst = op(args)`` statements, names possibly reassigned."""
+    needed, live = set(outputs), [False] * len(statements)
+    for i in range(len(statements) - 1, -1, -1):
+        st = statements[i]
+        if st.dst in needed:
+            live[i] = True
+            needed.discard(st.dst)
+            needed |= {a for a in st.args if isinstance(a, str)}
+    return live, needed
+
+
 def _fmt(x) -> str:
     return x if isinstance(x, str) else repr(float(x))
 
