@@ -502,7 +502,7 @@ NOTES = {
         "(`JAX_COMPILATION_CACHE_DIR`, 1.7 MB here) cut it from 29.6 s to 3.1 s on a second run (whole run 63% "
         "-> 93%, projected 80% -> 96%). Compiling on two threads does not help here: four toy jitted functions took "
         "3x as long on two threads as one after another (one try, loaded machine; not investigated)."
-        " The full quickstart as shipped (`JAX_PLATFORMS=cpu /usr/bin/time -v discover search --profile`, 2026-11-30 08:36, idle machine, after the data-as-argument trainer): 4 min 18 s wall, 350 s user CPU, peak RSS 958 MiB; the trainer 97.3% of the 60 generations but 28.7% of the run: the held-out stage (robustness, simplify, transfer with its own lr x wd tuning: trainer calls the profile does not split out) took 52.3% and compilation 17.5%. Same hall of fame and verdicts as before the interpreter and trainer changes."
+        " The full quickstart as shipped (`JAX_PLATFORMS=cpu /usr/bin/time -v discover search --profile`, 2026-11-30 08:36, idle machine, after the data-as-argument trainer): 4 min 18 s wall, 350 s user CPU, peak RSS 958 MiB; the trainer 97.3% of the 60 generations but 28.7% of the run: the held-out stage (robustness, simplify, transfer) was one untimed section (52.3%), compilation 17.5%. With the held-out stage's trainer calls counted as training (08:48, same command; 4 min 41 s, peak RSS 940 MiB): trainer 77.6% of the run, compilation 15.7%, the transfer stage (lr x wd tuning, fresh seeds, report) 5.0%, everything else under 2%. Same hall of fame and verdicts as before the interpreter and trainer changes."
     ),
     "search_throughput": (
         "Once compiled, one specialized program trains faster than one interpreted candidate (the warm row); "

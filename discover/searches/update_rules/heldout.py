@@ -93,14 +93,16 @@ def check_robustness(hall: list[HallEntry], ctx: SearchContext, cfg: HeldoutSect
     # padded to simplify's rows (SIMPLIFY_BATCH x base.train_seeds) where they divide: one compilation for both
     rows, batch = SIMPLIFY_BATCH * base.train_seeds, cfg.jitters + 1
     batch = max(batch, rows // cfg.train_seeds) if rows % cfg.train_seeds == 0 else batch
-    scorer = swept_against_adamw(dataclasses.replace(base, train_seeds=cfg.train_seeds, first_seed=FRESH_SEED,
-                                                     batch=batch))
+    with ctx.profile.section("training"):
+        scorer = swept_against_adamw(dataclasses.replace(base, train_seeds=cfg.train_seeds, first_seed=FRESH_SEED,
+                                                         batch=batch))
     rng = np.random.default_rng([seed, JITTER_SALT])
     finalists = []
     for rank, entry in enumerate(hall[: cfg.top_k], 1):
         program = parse(entry.program, max_len=10**6)
         copies = jittered_copies(program, cfg, rng)
-        scores = scorer.score([program, *copies])
+        with ctx.profile.section("training"):
+            scores = scorer.score([program, *copies])
         fitness = np.where(scores.nonfinite, np.inf, scores.fitness)
         fresh, jittered = float(fitness[0]), [float(x) for x in fitness[1:]]
         seed_move = _relative_move(fresh, entry.metaval)
@@ -113,7 +115,11 @@ def check_robustness(hall: list[HallEntry], ctx: SearchContext, cfg: HeldoutSect
 def simplify_finalists(finalists: list[Finalist], ctx: SearchContext, cfg: HeldoutSection) -> None:
     """Simplifies the robust finalists in place with the meta-validation fitness (reference seeds, lr sweep)."""
     base = ctx.metaval if ctx.metaval is not None else ctx.proxy
-    score = score_fn(dataclasses.replace(base, batch=SIMPLIFY_BATCH))
+    untimed = score_fn(dataclasses.replace(base, batch=SIMPLIFY_BATCH))
+
+    def score(programs):
+        with ctx.profile.section("training"):
+            return untimed(programs)
     for f in finalists:
         if f.fragile:
             continue
@@ -158,8 +164,9 @@ def heldout_evaluation(state: SearchState, ctx: SearchContext, run_dir: RunDir) 
     files = ["heldout.json"]
     if robust and cfg.targets:
         programs = {program_name(config, f.rank): parse(f.simplified, max_len=10**6) for f in robust}
-        run_transfer(programs, tasks=cfg.targets, baselines=cfg.baselines, seeds=cfg.seeds,
-                     out_dir=run_dir.path / "transfer", tb=False, console=None)
+        with ctx.profile.section("transfer"):  # lr x wd tuning and fresh-seed training of every optimizer, report
+            run_transfer(programs, tasks=cfg.targets, baselines=cfg.baselines, seeds=cfg.seeds,
+                         out_dir=run_dir.path / "transfer", tb=False, console=None)
         report["transfer"] = "transfer/transfer.json"
         report["verdicts"] = transfer_verdicts(run_dir, list(programs))
         files += ["transfer/transfer.md", "transfer/transfer.json"]
