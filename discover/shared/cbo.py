@@ -27,6 +27,7 @@ weighs ``f`` itself (the paper's formula).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from functools import partial
 
@@ -44,6 +45,21 @@ DEFAULT_ALPHA = 30.0
 DEFAULT_LAMBDA = 1.0
 DEFAULT_SIGMA = 1.25
 DEFAULT_DT = 0.5
+
+# Each option as a config field ``cbo_<option>`` (discover.shared.es.CBO_OPTIONS): default, bounds and help,
+# written once for every config section that can run CBO.
+_FIELDS = {
+    "alpha": (DEFAULT_ALPHA, {"min": 0.0, "help": "CBO: inverse temperature of the consensus weights"}),
+    "lambda": (DEFAULT_LAMBDA, {"min": 0.0, "help": "CBO: drift towards the consensus point"}),
+    "sigma": (DEFAULT_SIGMA, {"min": 0.0, "help": "CBO: anisotropic noise, times |x - consensus|"}),
+    "dt": (DEFAULT_DT, {"min": 1e-6, "max": 10.0, "help": "CBO: Euler-Maruyama step"}),
+}
+
+
+def config_field(option: str):
+    """A new ``dataclasses.field`` for the config key ``cbo_<option>``."""
+    default, metadata = _FIELDS[option]
+    return dataclasses.field(default=default, metadata=dict(metadata))
 
 
 @struct.dataclass

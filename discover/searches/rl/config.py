@@ -51,14 +51,10 @@ class ESSection:
     )
     # CBO (strategy: CBO, discover.shared.cbo): its particles start with std `sigma` around the initial drift;
     # `rank_shaping` gives alpha centered ranks in [-0.5, 0.5] to weigh (else the raw fitness).
-    cbo_alpha: float = dataclasses.field(
-        default=cbo.DEFAULT_ALPHA, metadata={"min": 0.0, "help": "CBO: inverse temperature of the consensus weights"})
-    cbo_lambda: float = dataclasses.field(
-        default=cbo.DEFAULT_LAMBDA, metadata={"min": 0.0, "help": "CBO: drift towards the consensus point"})
-    cbo_sigma: float = dataclasses.field(
-        default=cbo.DEFAULT_SIGMA, metadata={"min": 0.0, "help": "CBO: anisotropic noise, times |x - consensus|"})
-    cbo_dt: float = dataclasses.field(
-        default=cbo.DEFAULT_DT, metadata={"min": 1e-6, "max": 10.0, "help": "CBO: Euler-Maruyama step"})
+    cbo_alpha: float = cbo.config_field("alpha")
+    cbo_lambda: float = cbo.config_field("lambda")
+    cbo_sigma: float = cbo.config_field("sigma")
+    cbo_dt: float = cbo.config_field("dt")
 
     def __post_init__(self) -> None:
         if self.strategy in TRUNCATED_UNROLL_STRATEGIES:
