@@ -29,9 +29,8 @@ from discover.infra.config import config_to_dict, dump_config, flat_config
 from discover.infra.rundir import RunDir, TBLogger
 from discover.infra.signals import GracefulExit
 from discover.shared.profile import Profile
+from envs.train import BACKEND_COMPILE_EVENT
 
-# The name of JAX's backend-compile event (jax.monitoring's public listener API; the constant itself is private).
-BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 # What a profile counts as "compile": lowering to MLIR and XLA's compilation (tracing is left to the enclosing
 # section: a jit traced inside another's trace reports its own, nested, duration).
 COMPILE_EVENTS = (BACKEND_COMPILE_EVENT, "/jax/core/compile/jaxpr_to_mlir_module_duration")
