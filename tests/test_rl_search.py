@@ -190,6 +190,23 @@ def test_one_compile_for_every_horizon(tiny_run):
     assert ctx.search.train.compiles() == 1
 
 
+def test_cma_es_starts_at_the_configured_sigma(tiny_run):
+    """evosax's CMA-ES reads its initial std from its params (default 1.0), not its constructor: es.sigma must
+    reach it, or a drift network starts from noise 30x the configured scale."""
+    root, config, _, _ = tiny_run
+    config = load_config(RLSearchConfig, TINY, [f"fitness.cache_dir={root / 'baseline-cache'}",
+                                                "es.strategy=CMA_ES", "es.sigma=0.02"])
+    search = RLObjectiveSearch()
+    ctx = search.prepare(config, RunDir.create(root, "cma", dump_config(config)), NullProgress())
+    state = search.init(ctx)
+    assert float(state.es_state.std) == pytest.approx(0.02)
+    population, _ = ctx.search.strategy.ask(jax.random.PRNGKey(1), state.es_state, ctx.search.es_params)
+    mean = ctx.search.strategy.get_mean(state.es_state)
+    spread = np.std(np.concatenate([np.ravel(p - m) for p, m in zip(jax.tree.leaves(population),
+                                                                       jax.tree.leaves(mean))]))
+    assert 0.01 < spread < 0.04
+
+
 class _SigtermAfterFirstGeneration(NullProgress):
     """A progress stand-in that sends this process SIGTERM once the first generation is reported."""
 

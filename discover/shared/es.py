@@ -47,12 +47,20 @@ def cbo_options(section: Any) -> dict[str, float]:
     return {k: float(getattr(section, f"cbo_{k}")) for k in CBO_OPTIONS if hasattr(section, f"cbo_{k}")}
 
 
+def strategy_params(strategy: Any, sigma: float) -> Any:
+    """``strategy``'s default params with its initial std set to ``sigma`` where it has one (CMA-ES, SNES, ...
+    read ``std_init`` from their params, not from the constructor: evosax's default is 1.0)."""
+    params = strategy.default_params
+    return params.replace(std_init=sigma) if hasattr(params, "std_init") else params
+
+
 def make_strategy(name: str, popsize: int, template: Any, *, sigma: float, lr: float, antithetic: bool,
                   rank_shaping: bool, cbo: dict[str, float] | None = None):
     """The evosax strategy ``name`` over solutions shaped like ``template``. Open_ES gets antithetic sampling,
     centered ranks, Adam(lr) and a constant std schedule (sigma); other strategies get those arguments where
     they take them, except that a strategy whose fitness shaping is its recombination weights (CMA_ES, SNES,
-    ...: evosax's ``weights_fitness_shaping_fn``) keeps it, rank-based already. ``CBO``: particles drawn with std ``sigma`` around the initial mean, centered ranks as
+    ...: evosax's ``weights_fitness_shaping_fn``) keeps it, rank-based already; their std starts at ``sigma`` only
+    with :func:`strategy_params`. ``CBO``: particles drawn with std ``sigma`` around the initial mean, centered ranks as
     fitness shaping when ``rank_shaping``, and ``cbo`` = {alpha, lambda, sigma, dt} (the defaults of
     :mod:`discover.shared.cbo` for any left out; see :func:`cbo_options`)."""
     if name in EXTRA_STRATEGIES:

@@ -19,7 +19,7 @@ from discover.searches.distill.fitness import FitScorer, RLCheck
 from discover.searches.distill.mutation import DriftSpace, fit_taylor, mutate, start_program
 from discover.searches.distill.samples import Source
 from discover.searches.distill.state import TOTALS, DistillState, HallEntry, Member
-from discover.shared.es import make_strategy
+from discover.shared.es import make_strategy, strategy_params
 from discover.shared.evolution import (
     add_member,
     scale_constants,
@@ -181,9 +181,7 @@ def _refiner(name: str, popsize: int, dim: int, sigma: float, lr: float):
     constants (evosax's methods retrace for every new strategy object)."""
     strategy = make_strategy(name, popsize, jnp.zeros((dim,), jnp.float32), sigma=sigma, lr=lr,
                              antithetic=popsize % 2 == 0, rank_shaping=True)
-    params = strategy.default_params
-    if hasattr(params, "std_init"):
-        params = params.replace(std_init=sigma)
+    params = strategy_params(strategy, sigma)
     return strategy, params, jax.jit(strategy.init), jax.jit(strategy.ask), jax.jit(strategy.tell)
 
 

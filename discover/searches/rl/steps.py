@@ -37,11 +37,11 @@ def _as_arrays(tree: Any) -> Any:
     return jax.tree.map(lambda x: jnp.array(x, dtype=jnp.asarray(x).dtype), tree)
 
 
-def init_search_state(config: RLSearchConfig, strategy, family: DriftFamily) -> SearchState:
+def init_search_state(config: RLSearchConfig, strategy, es_params, family: DriftFamily) -> SearchState:
     key = jax.random.PRNGKey(config.seed)
     key, k_init, k_es = jax.random.split(key, 3)
     mean = family.init(k_init)
-    es_state = _as_arrays(strategy.init(k_es, mean, strategy.default_params))
+    es_state = _as_arrays(strategy.init(k_es, mean, es_params))
     flat = es_state.mean
     generations = config.es.generations
     return _as_arrays(
@@ -67,7 +67,7 @@ def propose(state: SearchState, ctx: SearchContext):
     antithetic pairs and the mean are compared on the same seeds)."""
     key, k_ask, k_train, k_tell, k_horizon = jax.random.split(state.key, 5)
     bucket = jax.random.randint(k_horizon, (), 0, len(ctx.multiples))
-    population, es_state = ctx.strategy.ask(k_ask, state.es_state, ctx.strategy.default_params)
+    population, es_state = ctx.strategy.ask(k_ask, state.es_state, ctx.es_params)
     rows = _stack_rows(population, ctx.strategy.get_mean(es_state))
     seeds = jax.random.split(k_train, ctx.config.es.train_seeds)
     keys = jnp.broadcast_to(seeds, (ctx.rows,) + seeds.shape)  # common random numbers across rows
@@ -86,7 +86,7 @@ def conclude(
     score = jnp.where(ok, ctx.normalize(final, bucket), -jnp.inf)
     fitness = -score[:-1]  # the engine minimizes; failures get +inf
     evaluated_mean = es_state.mean  # flat; the mean this population was drawn around
-    es_state, _ = ctx.strategy.tell(k_tell, population, fitness, es_state, ctx.strategy.default_params)
+    es_state, _ = ctx.strategy.tell(k_tell, population, fitness, es_state, ctx.es_params)
 
     g = state.generation
     member = score[:-1]
@@ -131,6 +131,7 @@ class SearchContext:
     config: RLSearchConfig
     family: DriftFamily
     strategy: Any
+    es_params: Any  # the strategy's params, its std starting at es.sigma (shared.es.strategy_params)
     train: Any  # sharded train(keys[P, 1], params[P, ...], n_updates[P]) -> metrics[P, 1, ...]
     rows: int
     multiples: tuple[float, ...]

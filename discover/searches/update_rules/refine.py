@@ -12,7 +12,7 @@ from discover.language.program import Program, parse
 from discover.searches.update_rules.config import RefineSection
 from discover.searches.update_rules.state import SearchState
 from discover.searches.update_rules.steps import SearchContext
-from discover.shared.es import cbo_options, make_strategy
+from discover.shared.es import cbo_options, make_strategy, strategy_params
 from discover.shared.evolution import (
     HallEntry,
     analyse,
@@ -32,10 +32,7 @@ def _strategy(cfg: RefineSection, popsize: int, dim: int):
     """An evosax strategy (or CBO, with ``cfg.cbo_*``) over ``dim`` log2 scales (std set to ``cfg.sigma``)."""
     strategy = make_strategy(cfg.strategy, popsize, jnp.zeros((dim,), jnp.float32), sigma=cfg.sigma, lr=cfg.lr,
                              antithetic=popsize % 2 == 0, rank_shaping=True, cbo=cbo_options(cfg))
-    params = strategy.default_params
-    if hasattr(params, "std_init"):
-        params = params.replace(std_init=cfg.sigma)
-    return strategy, params
+    return strategy, strategy_params(strategy, cfg.sigma)
 
 
 def refine_program(program: Program, fitness: float, ctx: SearchContext, key: jax.Array) -> tuple[Program, float]:
