@@ -13,7 +13,13 @@ from discover.infra.rundir import new_run_dir
 from discover.language.program import parse
 from discover.searches import update_rules as search
 from discover.searches.update_rules.config import HeldoutSection
-from discover.searches.update_rules.heldout import is_structural, jittered_copies, program_name
+from discover.searches.update_rules.heldout import (
+    is_structural,
+    jittered_copies,
+    largest_task_move,
+    program_name,
+)
+from discover.searches.update_rules.search import UpdateRuleSummary
 from discover.searches.update_rules.steps import generation_tasks
 from search_spaces.update_rules import seed
 
@@ -54,6 +60,18 @@ def test_program_names_are_identifiers():
     assert program_name(search.load_search_config(TINY, ["name=9lives"]), 2) == "rule_9lives_2"
 
 
+def test_the_result_says_which_meta_validation_task_a_finalist_moved_on():
+    per_task = {"noisy_quadratic_metaval": [0.77, 0.73], "cnn_digits_metaval": [0.75, 0.46]}
+    assert largest_task_move(per_task) == ("cnn_digits_metaval", 0.75, 0.46)
+    assert largest_task_move({}) is None
+    finalist = {"rank": 1, "fresh": 0.595, "seed_move": 0.21, "jitter_move": 0.01, "fragile": True,
+                "per_task": per_task}
+    summary = UpdateRuleSummary(kind="update_rule", name="x", run_dir="x", generations_done=1, generations=1,
+                                heldout={"finalists": [finalist], "verdicts": []})
+    line = next(x for x in summary.headline() if x.startswith("#1"))
+    assert "moved 21.0%; most on cnn_digits_metaval: 0.7500 -> 0.4600" in line and "fragile" in line
+
+
 @pytest.mark.slow
 def test_a_search_ends_with_robustness_and_a_faithfully_simplified_best_program(tmp_path):
     config = search.load_search_config(TINY, [
@@ -65,8 +83,14 @@ def test_a_search_ends_with_robustness_and_a_faithfully_simplified_best_program(
     report = json.loads(run_dir.file("heldout.json").read_text())
     finalists = report["finalists"]
     assert len(finalists) == 2 and [f["rank"] for f in finalists] == [1, 2]
+    metaval = {e["fingerprint"]: e["metaval"] for e in json.loads(run_dir.file("hall_of_fame.json").read_text())["entries"]}
     for f in finalists:
         assert np.isfinite(f["fresh"]) and len(f["jittered"]) in (0, 2)
+        # per task: [search seeds, fresh seeds]; their means are the hall's meta-validation fitness and the fresh one
+        assert set(f["per_task"]) == set(config.funnel.tasks)
+        on_search, on_fresh = np.array(list(f["per_task"].values())).T
+        assert on_search.mean() == pytest.approx(metaval[f["entry"]], rel=1e-6)
+        assert on_fresh.mean() == pytest.approx(f["fresh"], rel=1e-6)
         assert f["fragile"] == (f["seed_move"] > 0.05 or f["jitter_move"] > 0.05)
         assert (f["simplified"] is None) == f["fragile"]
     assert "heldout.json" in summary["files"]

@@ -4,7 +4,9 @@
    training seeds (seeds no reference and no search score used; AdamW's reference is re-tuned on them), and
    ``heldout.jitters`` copies with every constant jittered by ``heldout.jitter`` (relative) are scored on the
    same seeds. A program whose fitness moves by more than ``heldout.fragility`` either way is *fragile*: it has
-   found a point of the proxies, not an algorithm, and is not reported as a discovery.
+   found a point of the proxies, not an algorithm, and is not reported as a discovery. Each finalist's
+   per-task scores on the search's seeds and the fresh ones are kept (``per_task``), so a move can be traced to
+   the task that made it (a meta-validation task whose own AdamW training is chaotic, for one).
 2. **Faithful simplify.** Each robust program is simplified with the meta-validation fitness (the same lr
    sweep), every edit kept only while the fitness stays within ``heldout.tolerance``.
 3. **Transfer.** The simplified programs are trained on the held-out ``heldout.targets`` against tuned
@@ -47,6 +49,8 @@ class Finalist:
     seed_move: float  # |fresh / metaval - 1|
     jitter_move: float  # max |jittered / fresh - 1|
     fragile: bool
+    # meta-validation task -> [fitness on the search's seeds, on the fresh seeds]: where a move comes from
+    per_task: dict[str, list[float]] = dataclasses.field(default_factory=dict)
     simplified: str | None = None  # the simplified program's text (robust finalists only)
     simplified_fitness: float | None = None
     statements: tuple[int, int] | None = None  # before, after simplify
@@ -97,9 +101,12 @@ def check_robustness(hall: list[HallEntry], ctx: SearchContext, cfg: HeldoutSect
         scorer = swept_against_adamw(dataclasses.replace(base, train_seeds=cfg.train_seeds, first_seed=FRESH_SEED,
                                                          batch=batch))
     rng = np.random.default_rng([seed, JITTER_SALT])
+    entries = hall[: cfg.top_k]
+    programs = [parse(e.program, max_len=10**6) for e in entries]
+    with ctx.profile.section("training"):  # per task on the search's own seeds (the hall keeps only the mean)
+        searched = base.score(programs).per_task
     finalists = []
-    for rank, entry in enumerate(hall[: cfg.top_k], 1):
-        program = parse(entry.program, max_len=10**6)
+    for rank, (entry, program, on_search_seeds) in enumerate(zip(entries, programs, searched), 1):
         copies = jittered_copies(program, cfg, rng)
         with ctx.profile.section("training"):
             scores = scorer.score([program, *copies])
@@ -108,8 +115,19 @@ def check_robustness(hall: list[HallEntry], ctx: SearchContext, cfg: HeldoutSect
         seed_move = _relative_move(fresh, entry.metaval)
         jitter_move = max((_relative_move(j, fresh) for j in jittered), default=0.0)
         fragile = not math.isfinite(fresh) or seed_move > cfg.fragility or jitter_move > cfg.fragility
-        finalists.append(Finalist(rank, entry, fresh, jittered, seed_move, jitter_move, fragile))
+        per_task = {task.name: [float(a), float(b)]
+                    for task, a, b in zip(base.tasks, on_search_seeds, scores.per_task[0])}
+        finalists.append(Finalist(rank, entry, fresh, jittered, seed_move, jitter_move, fragile, per_task))
     return finalists
+
+
+def largest_task_move(per_task: dict[str, list[float]]) -> tuple[str, float, float] | None:
+    """The meta-validation task whose fitness moved most between the search's seeds and the fresh ones:
+    ``(task, on search seeds, on fresh seeds)``; None without per-task scores."""
+    if not per_task:
+        return None
+    task = max(per_task, key=lambda t: _relative_move(per_task[t][1], per_task[t][0]))
+    return task, *per_task[task]
 
 
 def simplify_finalists(finalists: list[Finalist], ctx: SearchContext, cfg: HeldoutSection) -> None:

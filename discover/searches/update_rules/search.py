@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 from discover.infra.config import load_config
 from discover.infra.rundir import RunDir, TBLogger
 from discover.searches.update_rules.config import SearchConfig, load_search_config
-from discover.searches.update_rules.heldout import heldout_evaluation
+from discover.searches.update_rules.heldout import heldout_evaluation, largest_task_move
 from discover.searches.update_rules.refine import run_refinement
 from discover.searches.update_rules.report import hall_markdown, log_generation, write_outputs
 from discover.searches.update_rules.state import (
@@ -88,7 +88,9 @@ class UpdateRuleSummary(Summary):
         for f in self.heldout["finalists"]:
             what = "fragile: not a discovery" if f["fragile"] else \
                 f"robust; simplified {f['statements'][0]} -> {f['statements'][1]} statements"
-            lines.append(f"#{f['rank']}: fresh seeds {f['fresh']:.4f} (moved {f['seed_move']:.1%}), constants "
+            moved = largest_task_move(f.get("per_task") or {})
+            most = f"; most on {moved[0]}: {moved[1]:.4f} -> {moved[2]:.4f}" if moved and len(f["per_task"]) > 1 else ""
+            lines.append(f"#{f['rank']}: fresh seeds {f['fresh']:.4f} (moved {f['seed_move']:.1%}{most}), constants "
                          f"jittered: moved at most {f['jitter_move']:.1%}: {what}")
         lines += [v["line"] for v in self.heldout["verdicts"]]
         if self.heldout.get("winner"):
