@@ -61,13 +61,20 @@ def test_update_rule_result_block_names_the_files_it_wrote(tiny_update_rule_run)
     assert "best fitness" in result.stdout and "meta-validation" in result.stdout
 
 
-def test_resume_says_where_it_continues_from(tiny_update_rule_run, tmp_path):
-    _, run = tiny_update_rule_run
+def _died_before_its_last_checkpoint(run: Path, tmp_path: Path) -> tuple[Path, list[int]]:
+    """A copy of ``run`` as if it had died before its last checkpoint (no results.json): (copy, checkpoint steps
+    of the original run)."""
     copy = tmp_path / run.name
     shutil.copytree(run, copy)
     (copy / "results.json").unlink()
     steps = sorted(int(p.name) for p in (copy / "ckpt").iterdir() if p.name.isdigit())
-    shutil.rmtree(copy / "ckpt" / str(steps[-1]))  # the run died before its last checkpoint
+    shutil.rmtree(copy / "ckpt" / str(steps[-1]))
+    return copy, steps
+
+
+def test_resume_says_where_it_continues_from(tiny_update_rule_run, tmp_path):
+    _, run = tiny_update_rule_run
+    copy, steps = _died_before_its_last_checkpoint(run, tmp_path)
     result = invoke("resume", copy)
     assert result.exit_code == 0, result.output
     assert f"resuming from checkpoint {steps[-2]}" in result.stdout
@@ -160,11 +167,7 @@ def test_profile_of_another_kind_of_search_is_one_line(tmp_path):
 
 def test_resume_profiles_the_steps_it_runs(tiny_update_rule_run, tmp_path):
     _, run = tiny_update_rule_run
-    copy = tmp_path / run.name
-    shutil.copytree(run, copy)
-    (copy / "results.json").unlink()
-    steps = sorted(int(p.name) for p in (copy / "ckpt").iterdir() if p.name.isdigit())
-    shutil.rmtree(copy / "ckpt" / str(steps[-1]))
+    copy, steps = _died_before_its_last_checkpoint(run, tmp_path)
     result = invoke("resume", copy, "--profile")
     assert result.exit_code == 0, result.output
     report = json.loads((copy / "profile.json").read_text())
