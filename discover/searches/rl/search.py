@@ -46,7 +46,7 @@ from discover.searches.rl.figures import curves_figure, drift_figure
 from discover.searches.rl.steps import SearchContext, SearchState, init_search_state, run_generation
 from discover.shared import runner
 from discover.shared.drift_io import save_drift
-from discover.shared.es import cbo_options, make_strategy, strategy_params
+from discover.shared.es import cbo_options, make_strategy
 from discover.shared.runner import Progress, Summary
 from envs.ppo import log_horizon, return_curve
 from search_spaces.drift import make_drift
@@ -232,7 +232,7 @@ class RLObjectiveSearch:
         updates = horizon_updates(config)
         horizons = baselines["horizons"]
         ctx = SearchContext(
-            config=config, family=family, strategy=strategy, es_params=strategy_params(strategy, es.sigma),
+            config=config, family=family, strategy=strategy,
             train=sharded(population_trainer(config.env.name, config.ppo_config, config.drift, max(updates)),
                           population_mesh(config.devices)),
             rows=config.es.popsize + 1, multiples=tuple(float(m) for m in config.horizon.multiples),
@@ -242,7 +242,7 @@ class RLObjectiveSearch:
         return RunContext(ctx, run_dir, baselines)
 
     def init(self, ctx: RunContext) -> SearchState:
-        return init_search_state(ctx.config, ctx.search.strategy, ctx.search.es_params, ctx.search.family)
+        return init_search_state(ctx.config, ctx.search.strategy, ctx.search.family)
 
     def start_log(self, tb: TBLogger, state: SearchState, ctx: RunContext) -> None:
         k = ctx.reference_bucket
@@ -300,7 +300,7 @@ class RLObjectiveSearch:
         return state, {"generation": int(state.generation)}
 
     def restore_like(self, ctx: RunContext) -> SearchState:
-        return jax.eval_shape(lambda: init_search_state(ctx.config, ctx.search.strategy, ctx.search.es_params, ctx.search.family))
+        return jax.eval_shape(lambda: init_search_state(ctx.config, ctx.search.strategy, ctx.search.family))
 
     def restore(self, arrays: SearchState, meta: dict, ctx: RunContext) -> SearchState:
         return arrays

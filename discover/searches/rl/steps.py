@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from discover.searches.rl.config import RLSearchConfig
+from discover.shared.es import strategy_params
 from envs import rl_envs
 from search_spaces.drift import DriftFamily
 
@@ -37,11 +38,11 @@ def _as_arrays(tree: Any) -> Any:
     return jax.tree.map(lambda x: jnp.array(x, dtype=jnp.asarray(x).dtype), tree)
 
 
-def init_search_state(config: RLSearchConfig, strategy, es_params, family: DriftFamily) -> SearchState:
+def init_search_state(config: RLSearchConfig, strategy, family: DriftFamily) -> SearchState:
     key = jax.random.PRNGKey(config.seed)
     key, k_init, k_es = jax.random.split(key, 3)
     mean = family.init(k_init)
-    es_state = _as_arrays(strategy.init(k_es, mean, es_params))
+    es_state = _as_arrays(strategy.init(k_es, mean, strategy_params(strategy, config.es.sigma)))
     flat = es_state.mean
     generations = config.es.generations
     return _as_arrays(
@@ -131,13 +132,17 @@ class SearchContext:
     config: RLSearchConfig
     family: DriftFamily
     strategy: Any
-    es_params: Any  # the strategy's params, its std starting at es.sigma (shared.es.strategy_params)
     train: Any  # sharded train(keys[P, 1], params[P, ...], n_updates[P]) -> metrics[P, 1, ...]
     rows: int
     multiples: tuple[float, ...]
     horizon_updates: tuple[int, ...]
     ppo_returns: tuple[float, ...]
     random_returns: tuple[float, ...]
+
+    @property
+    def es_params(self) -> Any:
+        """The strategy's params, its std starting at es.sigma (CMA-ES & co: :func:`strategy_params`)."""
+        return strategy_params(self.strategy, self.config.es.sigma)
 
     def train_rows(self, keys: jax.Array, params: Any, n_updates) -> dict:
         """Trains ``params[R]`` x ``keys[R, S]`` for ``n_updates`` and returns metrics ``[R, S, ...]``. Every
