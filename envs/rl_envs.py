@@ -50,6 +50,9 @@ ENV_SPECS: dict[str, EnvSpec] = {
         name: EnvSpec(name, MINATAR_PPO, 0.0, tuple(other for other in MINATAR if other != name))
         for name in MINATAR
     },
+    # bsuite's Catch: short episodes (9 steps, return -1 or +1), classic-control PPO settings; PPO climbs from a
+    # random policy's -0.6 to ~0.97 within 1e5 steps, so short lifetimes separate fast learners from slow ones.
+    "Catch-bsuite": EnvSpec("Catch-bsuite", CLASSIC_PPO, -1.0, CLASSIC),
 }
 ENV_NAMES = tuple(ENV_SPECS)
 

@@ -137,6 +137,17 @@ def test_rl_result_block_shows_learned_ppo_and_dpo_with_errors(tmp_path):
     assert all((run / name).is_file() for name in listed) and "best_drift.npz" in listed
 
 
+@pytest.mark.slow
+def test_an_extra_env_where_ppo_learns_nothing_is_one_line(tmp_path):
+    """Catch in 512 steps: PPO is not above a random policy there, so no score is defined on that env."""
+    line = _one_line_error(invoke("search", TALPO_TINY, "--out", tmp_path, "--set", "env.extra=[Catch-bsuite]",
+                                  "--set", f"fitness.cache_dir={tmp_path / 'cache'}"),
+                           "horizon.multiples", "on Catch-bsuite at 1x", "not above a random policy")
+    assert "CartPole" not in line
+    # The normalizers computed before the refusal (CartPole and Catch) stay in the shared cache for the next run.
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 2
+
+
 def test_profile_splits_the_wall_time_only_when_asked(tiny_update_rule_run, tmp_path):
     _, plain = tiny_update_rule_run
     assert not (plain / "profile.json").exists()

@@ -3,6 +3,7 @@ horizon, TensorBoard, exact resume after SIGKILL, saved drifts and transfer."""
 
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from discover.infra.rundir import RunDir
 from discover.searches.rl.config import RLSearchConfig
 from discover.searches.rl.search import RLObjectiveSearch, run_rl_search
 from discover.shared.drift_io import DriftFileError, load_drift, save_drift
-from discover.shared.rl_transfer import reference_ppo_config
+from discover.shared.rl_transfer import default_envs, meta_training_envs, reference_ppo_config
 from discover.shared.runner import CompileCounter, NullProgress, search_result
 from envs import rl_envs
 from search_spaces.drift import DriftConfig, make_drift
@@ -45,7 +46,8 @@ def tiny_run(tmp_path_factory):
 
 
 @pytest.mark.parametrize(
-    "name", ["talpo_tiny.yaml", "talpo_cartpole.yaml", "talpo_cpu_hour.yaml", "talpo_minatar.yaml"]
+    "name", ["talpo_tiny.yaml", "talpo_cartpole.yaml", "talpo_cpu_hour.yaml", "talpo_cpu_hour_catch.yaml",
+             "talpo_minatar.yaml"]
 )
 def test_shipped_configs_load(name):
     config = load_config(RLSearchConfig, REPO / "experiments" / name)
@@ -76,6 +78,8 @@ def test_minatar_config_uses_purejaxrl_minatar_settings():
         ("es.strategy=PersistentES", "truncated lifetimes"),
         ("horizon.multiples=[1,1]", "distinct"),
         ("horizon.multiples=[0]", "horizon.multiples"),
+        ("env.extra=[CartPole-v1]", "extra must name envs other than name"),
+        ("env.extra=[Catch]", "env.extra[0]: must be one of"),
     ],
 )
 def test_bad_config_is_one_line_naming_the_key(override, expected):
@@ -109,6 +113,14 @@ def test_saved_drift_round_trip(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(DriftFileError, match="not a saved drift"):
         load_drift(tmp_path / "junk.npz")
+    base = {"drift": config.__dict__, "env": "CartPole-v1"}
+    for env_ppo, message in (({"Pong": {}}, "env_ppo: unknown environment 'Pong'"),
+                             ({"Catch-bsuite": {"lr": "fast"}}, "env_ppo.Catch-bsuite.lr"),
+                             ([], "env_ppo: expected a JSON object")):
+        bad = save_drift(tmp_path / "bad.npz", params, {**base, "env_ppo": env_ppo})
+        with pytest.raises(DriftFileError, match=re.escape(message)) as info:
+            load_drift(bad)
+        assert "\n" not in str(info.value) and "bad.npz" in str(info.value)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -187,7 +199,7 @@ def test_one_compile_for_every_horizon(tiny_run):
         episodes.append(count.sum())
     assert counts[-1] == counts[0], "a new horizon recompiled the trainer"
     assert episodes[1] > episodes[0]
-    assert ctx.search.train.compiles() == 1
+    assert ctx.search.trains[0].compiles() == 1
 
 
 def test_cma_es_starts_at_the_configured_sigma(tiny_run):
@@ -278,3 +290,67 @@ def test_resume_after_sigkill_matches_uninterrupted(tiny_run):
             assert a.files == b.files
             for key in a.files:
                 np.testing.assert_array_equal(a[key], b[key])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Several meta-training envs
+
+
+@pytest.fixture(scope="module")
+def two_env_run(tmp_path_factory):
+    """The tiny search meta-trained on CartPole and Catch (4096 steps at 1x, where PPO is above random on Catch)."""
+    root = tmp_path_factory.mktemp("rl-two-envs")
+    config = load_config(RLSearchConfig, TINY, [f"fitness.cache_dir={root / 'cache'}", "env.extra=[Catch-bsuite]",
+                                                "ppo.total_timesteps=4096"])
+    run = RunDir.create(root, "two", dump_config(config))
+    return root, config, run, run_rl_search(config, run)
+
+
+@pytest.mark.slow
+def test_two_envs_are_each_normalized_on_their_own_scale(two_env_run):
+    _, config, run, summary = two_env_run
+    results = run.read_json("results.json")
+    assert results["envs"] == ["CartPole-v1", "Catch-bsuite"] and summary["generations_done"] == config.es.generations
+    labels = ["CartPole-v1 1", "CartPole-v1 2", "Catch-bsuite 1", "Catch-bsuite 2"]
+    assert list(results["per_horizon"]["learned"]) == labels
+    assert results["best_drift_normalized_return"] == pytest.approx(
+        np.mean([v["mean"] for v in results["per_horizon"]["learned"].values()]))
+    for env, name in (("CartPole-v1", "baselines.json"), ("Catch-bsuite", "baselines-Catch-bsuite.json")):
+        assert name in results["files"]
+        baselines = run.read_json(name)
+        assert baselines["env"] == env
+        for h in baselines["horizons"]:
+            label = f"{env} {h['multiple']:g}"
+            assert results["ppo_returns"][label] == pytest.approx(h["ppo"]["mean"])
+            assert results["random_returns"][label] == pytest.approx(h["random"]["mean"])
+            assert results["per_horizon"]["ppo"][label]["mean"] == pytest.approx(1.0)  # PPO = 1 on each env
+    # Catch's returns lie in [-1, 1], CartPole's in the hundreds: one shared scale would drown Catch.
+    assert results["ppo_returns"]["Catch-bsuite 2"] <= 1.0 and results["ppo_returns"]["CartPole-v1 2"] > 100.0
+    assert set(results["history"]["env"]) <= {0.0, 1.0}
+    _, _, meta = load_drift(run.file("best_drift.npz"))
+    assert meta["env"] == "CartPole-v1" and list(meta["env_ppo"]) == ["Catch-bsuite"]
+    assert meta["env_ppo"]["Catch-bsuite"] == meta["ppo"]  # both classic control: the same PPO settings
+    # discover transfer's default: both meta-training envs, then CartPole's held-out env; only that one is held out
+    assert default_envs(meta) == ["CartPole-v1", "Catch-bsuite", "Acrobot-v1"]
+    assert list(meta_training_envs(meta)) == ["CartPole-v1", "Catch-bsuite"]
+
+
+@pytest.mark.slow
+def test_generations_draw_every_env_and_horizon_one_compile_per_env(two_env_run):
+    root, config, _, _ = two_env_run
+    search = RLObjectiveSearch()
+    ctx = search.prepare(config, RunDir.create(root, "buckets", dump_config(config)), NullProgress())
+    state = search.init(ctx)
+    assert ctx.search.bucket_env == (0, 0, 1, 1) and ctx.search.multiples == (1.0, 2.0, 1.0, 2.0)
+    drawn = set()
+    for i in range(24):
+        *_, (_, _, bucket) = ctx.search.propose_fn(state._replace(key=jax.random.PRNGKey(i)))
+        drawn.add(int(bucket))
+    assert drawn == {0, 1, 2, 3}
+    rows = jax.tree.map(lambda x: np.broadcast_to(x, (ctx.search.rows,) + x.shape),
+                        ctx.search.strategy.get_mean(state.es_state))
+    keys = jax.random.split(jax.random.PRNGKey(0), ctx.search.rows * 2).reshape(ctx.search.rows, 2, 2)
+    for bucket, n in enumerate(ctx.search.horizon_updates):
+        metrics = ctx.search.train_rows(keys, rows, n, env=ctx.search.bucket_env[bucket])
+        assert np.asarray(metrics["episode_count"])[..., :n].sum() > 0
+    assert [train.compiles() for train in ctx.search.trains] == [1, 1]

@@ -2,7 +2,8 @@
 
 A drift file is an npz (zip) archive holding ``param:<tree path>`` arrays and ``__meta__``, a JSON object
 ``{"kind": "rl_drift", "drift": {DriftConfig fields}, "env": "<env name>", "ppo": {PPOConfig fields}, ...}``
-(``ppo`` and further keys optional; :func:`save_drift` adds ``kind``). :func:`load_drift` checks all of it
+(``ppo`` and further keys optional, e.g. ``env_ppo``: ``{env: {PPOConfig fields}}`` for further meta-training
+envs; :func:`save_drift` adds ``kind``). :func:`load_drift` checks all of it
 before anything is built and raises :class:`DriftFileError` (one line naming the file and what is wrong) for
 any defect.
 """
@@ -136,6 +137,14 @@ def _check_meta(path: str | pathlib.Path, text: str) -> tuple[dict, DriftConfig]
         )
     if "ppo" in meta:
         _section(path, meta, "ppo", PPOConfig)
+    env_ppo = meta.get("env_ppo", {})
+    if not isinstance(env_ppo, dict):
+        raise DriftFileError(path, f"__meta__ env_ppo: expected a JSON object, got {type(env_ppo).__name__}")
+    for name in env_ppo:
+        if name not in ENV_NAMES:
+            raise DriftFileError(path, f"__meta__ env_ppo: unknown environment {_short(repr(name), 60)}")
+    for name, ppo in env_ppo.items():
+        _section(path, {f"env_ppo.{name}": ppo}, f"env_ppo.{name}", PPOConfig)
     return meta, config
 
 

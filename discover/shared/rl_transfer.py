@@ -12,11 +12,12 @@ run whose training produced NaN/inf scores 0 (the random policy's level) and is 
 
 Per cell and method: the interquartile mean (IQM) over seeds with a 95% bootstrap interval (rliable's
 stratified bootstrap, one stratum; ``discover.shared.stats``), the mean, and the probability of improvement
-over PPO. Aggregates: the IQM over all held-out cells (envs other than the meta-training env) and over all
+over PPO. Aggregates: the IQM over all held-out cells (envs other than the meta-training envs) and over all
 cells, with stratified-bootstrap intervals.
 
 Horizons are multiples of a reference horizon per env: on the meta-training env it is the meta-training
-horizon; on a held-out env it is the same fraction of that env's standard (PureJaxRL) budget, e.g. a drift
+horizon (on each of several meta-training envs, the PPO settings it was trained with); on a held-out env it is the
+same fraction of that env's standard (PureJaxRL) budget, e.g. a drift
 meta-trained on CartPole for 1e5 of its standard 5e5 steps is tested on Acrobot at 0.2 x 5e5 = 1e5 x h.
 A held-out env uses its own PureJaxRL PPO settings.
 
@@ -136,6 +137,19 @@ def reference_ppo_config(env_name: str, train_env: str, train_ppo: PPOConfig) ->
     fraction = train_ppo.total_timesteps / rl_envs.spec(train_env).ppo.total_timesteps
     default = rl_envs.spec(env_name).ppo
     return dataclasses.replace(default, total_timesteps=max(1, round(default.total_timesteps * fraction)))
+
+
+def meta_training_envs(meta: dict) -> dict[str, PPOConfig]:
+    """Every env a drift was meta-trained on (``env`` first, then ``env_ppo``'s), with its PPO settings."""
+    return {meta["env"]: PPOConfig(**meta["ppo"]),
+            **{env: PPOConfig(**ppo) for env, ppo in meta.get("env_ppo", {}).items()}}
+
+
+def default_envs(meta: dict) -> list[str]:
+    """What ``discover transfer`` evaluates without ``--envs``: the meta-training envs, then the held-out envs of
+    ``env`` that none of them is."""
+    trained = meta_training_envs(meta)
+    return [*trained, *(env for env in rl_envs.spec(meta["env"]).held_out if env not in trained)]
 
 
 def _at_horizon(reference: PPOConfig, multiple: float) -> PPOConfig:
@@ -317,7 +331,8 @@ def run_rl_transfer(
         raise DriftFileError(drift_file, "__meta__ has no 'ppo' (the PPO settings the drift was trained with)")
     train_env = meta["env"]
     train_ppo = PPOConfig(**meta["ppo"])
-    envs = envs or [train_env, *rl_envs.spec(train_env).held_out]
+    trained = meta_training_envs(meta)
+    envs = envs or default_envs(meta)
     methods = METHODS + ((DISTILLED,) if distilled is not None else ())
     target = (
         pathlib.Path(out_dir) if out_dir is not None else (run.path if run is not None else drift_file.parent)
@@ -327,7 +342,7 @@ def run_rl_transfer(
     rows = []
     base_key = jax.random.PRNGKey(TRANSFER_SEED)
     for e, env in enumerate(envs):
-        reference = reference_ppo_config(env, train_env, train_ppo)
+        reference = trained.get(env) or reference_ppo_config(env, train_env, train_ppo)
         configs = [_at_horizon(reference, multiple) for multiple in horizons]
         max_updates = max(num_updates(c) for c in configs)
         for h, (multiple, ppo) in enumerate(zip(horizons, configs)):
@@ -337,7 +352,7 @@ def run_rl_transfer(
             defined, scores = normalized_scores(finals, random)
             row = {"env": env, "horizon": multiple, "total_timesteps": ppo.total_timesteps,
                    "ppo_return": float(np.nanmean(finals["PPO"])), "random_return": float(np.mean(random)),
-                   "defined": defined, "held_out": env != train_env, "seeds": seeds}
+                   "defined": defined, "held_out": env not in trained, "seeds": seeds}
             for i, method in enumerate(methods):
                 entry = {"returns": [None if not np.isfinite(x) else float(x) for x in finals[method]],
                          "failures": int(np.sum(~np.isfinite(finals[method])))}
@@ -359,7 +374,7 @@ def run_rl_transfer(
             agg[method] = {"iqm": point, "ci": [ci[0], ci[1]]}
         aggregates.append(agg)
 
-    markdown = _markdown(drift_file, meta, train_env, train_ppo, seeds, rows, aggregates, methods)
+    markdown = _markdown(drift_file, meta, " + ".join(trained), train_ppo, seeds, rows, aggregates, methods)
     out = RunDir(target)
     out.write_text("transfer.md", markdown)
     out.write_json("transfer.json", _json(drift_file, meta, seeds, rows, aggregates, methods))

@@ -57,9 +57,9 @@ def random_policy(env_name: str, ppo: PPOConfig, max_updates: int):
     return make_random_policy(env_name, ppo, max_updates)
 
 
-def horizon_updates(config: RLSearchConfig) -> tuple[int, ...]:
-    """Updates per lifetime at each of ``horizon.multiples``."""
-    return tuple(num_updates(config.ppo_at(m)) for m in config.horizon.multiples)
+def horizon_updates(config: RLSearchConfig, env: str | None = None) -> tuple[int, ...]:
+    """Updates per lifetime at each of ``horizon.multiples`` on ``env`` (default ``env.name``)."""
+    return tuple(num_updates(config.ppo_at(m, env)) for m in config.horizon.multiples)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -122,13 +122,21 @@ def check_defined(baselines: dict) -> None:
         )
 
 
-def load_or_compute_baselines(config: RLSearchConfig, run_dir: RunDir) -> dict:
-    """The run's baselines: from the run dir (resume), else the shared cache, else computed (and cached)."""
-    if run_dir.file("baselines.json").is_file():
-        return run_dir.read_json("baselines.json")
-    ppo = config.ppo_config
+def baselines_file(config: RLSearchConfig, env: str) -> str:
+    """``baselines.json`` for ``env.name``; ``baselines-<env>.json`` for each of ``env.extra``."""
+    return "baselines.json" if env == config.env.name else f"baselines-{env}.json"
+
+
+def load_or_compute_baselines(config: RLSearchConfig, run_dir: RunDir, env: str | None = None) -> dict:
+    """The baselines of one meta-training env (default ``env.name``): from the run dir (resume), else the shared
+    cache, else computed (and cached)."""
+    env = env or config.env.name
+    name = baselines_file(config, env)
+    if run_dir.file(name).is_file():
+        return run_dir.read_json(name)
+    ppo = config.ppo_config_of(env)
     multiples = list(config.horizon.multiples)
-    key = baseline_cache_key(config.env.name, ppo, config.drift, multiples, config.fitness.baseline_seeds)
+    key = baseline_cache_key(env, ppo, config.drift, multiples, config.fitness.baseline_seeds)
     cache_dir = (
         pathlib.Path(config.fitness.cache_dir)
         if config.fitness.cache_dir
@@ -142,8 +150,8 @@ def load_or_compute_baselines(config: RLSearchConfig, run_dir: RunDir) -> dict:
         except (OSError, ValueError):
             baselines = None  # a damaged cache entry is recomputed
     if baselines is None:
-        baselines = compute_baselines(config.env.name, ppo, config.drift, multiples, config.fitness.baseline_seeds)
+        baselines = compute_baselines(env, ppo, config.drift, multiples, config.fitness.baseline_seeds)
         baselines.update(cache_key=key)
         RunDir(cache_dir).write_json(cache_file.name, baselines)
-    run_dir.write_json("baselines.json", baselines)
+    run_dir.write_json(name, baselines)
     return baselines

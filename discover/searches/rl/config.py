@@ -18,8 +18,28 @@ from search_spaces.drift import DriftConfig
 @dataclasses.dataclass(frozen=True)
 class EnvSection:
     name: str = dataclasses.field(
-        default="CartPole-v1", metadata={"choices": rl_envs.ENV_NAMES, "help": "meta-training env"}
+        default="CartPole-v1",
+        metadata={"choices": rl_envs.ENV_NAMES,
+                  "help": "meta-training env (its held-out envs are the transfer's default; log10(N) is read on it)"},
     )
+    extra: list[str] = dataclasses.field(
+        default_factory=list,
+        metadata={
+            "choices": rl_envs.ENV_NAMES,
+            "help": "more meta-training envs: each generation draws one (env, lifetime) pair uniformly, and each env "
+            "is normalized by its own PPO and random-policy returns; the ppo section applies to every env",
+        },
+    )
+
+    def __post_init__(self) -> None:
+        names = [self.name, *self.extra]
+        if len(set(names)) != len(names):
+            raise ValueError(f"extra must name envs other than name and each other, got {names}")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every meta-training env, ``name`` first."""
+        return (self.name, *self.extra)
 
 
 # Strategies that accumulate perturbations over several ES steps of ONE unrolled inner problem (PES, noise-reuse
@@ -124,13 +144,18 @@ class RLSearchConfig(BaseSearchConfig):
             raise ValueError(
                 f"drift.family must be a learned family (lpo or talpo) to search, got {self.drift.family!r}"
             )
-        validate(self.ppo_config)
+        for env in self.env.names:
+            validate(self.ppo_config_of(env))
 
     @property
     def ppo_config(self) -> PPOConfig:
-        """The PPO config at horizon multiple 1 (``ppo.total_timesteps``)."""
-        return rl_envs.ppo_config(self.env.name, self.ppo)
+        """The PPO config of ``env.name`` at horizon multiple 1 (``ppo.total_timesteps``)."""
+        return self.ppo_config_of(self.env.name)
 
-    def ppo_at(self, multiple: float) -> PPOConfig:
-        """The PPO config at one horizon multiple (at least one update)."""
-        return rl_envs.at_horizon(self.ppo_config, multiple)
+    def ppo_config_of(self, env: str) -> PPOConfig:
+        """The PPO config of one meta-training env at horizon multiple 1: its defaults and the ppo section."""
+        return rl_envs.ppo_config(env, self.ppo)
+
+    def ppo_at(self, multiple: float, env: str | None = None) -> PPOConfig:
+        """The PPO config at one horizon multiple (at least one update), on ``env`` (default ``env.name``)."""
+        return rl_envs.at_horizon(self.ppo_config_of(env or self.env.name), multiple)

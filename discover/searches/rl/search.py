@@ -1,21 +1,22 @@
 """RL-objective search: evolution strategies over a drift network (LPO / TA-LPO).
 
 One generation: a training horizon is drawn from ``horizon.multiples`` (uniformly; log-spaced multiples make
-lifetimes log-uniform); the ES proposes ``popsize`` drift-parameter vectors; every one of them, and the ES mean
+lifetimes log-uniform), and with several meta-training envs (``env.extra``) an (env, horizon) pair; the ES proposes ``popsize`` drift-parameter vectors; every one of them, and the ES mean
 as one extra row, trains ``es.train_seeds`` PPO-style agents from scratch for that horizon (``envs.ppo``, all
-rows x seeds in one jitted call compiled once for every horizon, the same training seeds for every row); a
-row's score is its mean final return normalized at that horizon by PPO's and a random policy's
+rows x seeds in one jitted call compiled once per env for every horizon, the same training seeds for every row);
+a row's score is its mean final return normalized on that env and horizon by PPO's and a random policy's
 (``envs.rl_envs.normalize_return``: PPO = 1, random = 0); fitness = -score (the engine minimizes; Open_ES
 shapes it to centred ranks), a row whose training produced NaN/inf gets fitness +inf and is counted.
 
-Outputs in the run directory: ``baselines.json`` (PPO, DPO and the random policy at every horizon),
+Outputs in the run directory: ``baselines.json`` (PPO, DPO and the random policy at every horizon; one
+``baselines-<env>.json`` more per extra env),
 ``best_drift.npz`` and ``final_drift.npz`` (drift parameters with their config as JSON; no pickle),
 ``drift.png``, ``results.json``, TensorBoard events (ES statistics, return curves, pictures of the drift over
 (r, A) at n/N = 0, 0.5, 1 next to PPO's and DPO's) and orbax checkpoints of the whole search state (resume is
 exact).
 
 After the last generation the final ES mean and the best-scoring mean are re-evaluated on fresh seeds at every
-horizon (one population-sized call per horizon, half the rows each) and the better one on average is chosen;
+env and horizon (one population-sized call per horizon, half the rows each) and the better one on average is chosen;
 the chosen drift is then scored again on another set of fresh seeds (a second call per horizon), and that
 score is the one reported: selection and report never share seeds.
 """
@@ -36,6 +37,7 @@ from discover.infra.config import load_config
 from discover.infra.rundir import RunDir, TBLogger
 from discover.infra.sharding import population_mesh, sharded
 from discover.searches.rl.baselines import (
+    baselines_file,
     check_defined,
     horizon_updates,
     load_or_compute_baselines,
@@ -72,10 +74,11 @@ def _over_horizons(per_horizon: dict[str, dict]) -> tuple[float, float]:
 @dataclasses.dataclass
 class RLSummary(Summary):
     env: str = ""
+    envs: list = dataclasses.field(default_factory=list)  # every meta-training env, env first
     total_timesteps: int = 0
     horizons: list = dataclasses.field(default_factory=list)  # multiples of total_timesteps meta-trained on
-    ppo_returns: dict = dataclasses.field(default_factory=dict)  # multiple -> PPO's mean return
-    random_returns: dict = dataclasses.field(default_factory=dict)  # multiple -> the random policy's
+    ppo_returns: dict = dataclasses.field(default_factory=dict)  # bucket label -> PPO's mean return
+    random_returns: dict = dataclasses.field(default_factory=dict)  # bucket label -> the random policy's
     ppo_normalized_return: float = 1.0
     ppo_stderr: float = float("nan")
     dpo_normalized_return: float = float("nan")
@@ -85,7 +88,8 @@ class RLSummary(Summary):
     best_drift_normalized_return: float = float("nan")
     best_drift_stderr: float = float("nan")
     best_drift_is: str = ""
-    per_horizon: dict = dataclasses.field(default_factory=dict)  # method -> multiple -> {mean, stderr}
+    # method -> bucket label -> {mean, stderr}; a label is the multiple ("0.5"), "<env> <multiple>" with several envs
+    per_horizon: dict = dataclasses.field(default_factory=dict)
     final_eval_runs: int = 0  # fresh runs of the chosen drift per horizon
     selection: dict = dataclasses.field(default_factory=dict)
     history: dict = dataclasses.field(default_factory=dict)
@@ -95,8 +99,8 @@ class RLSummary(Summary):
         learned = self.per_horizon.get("learned", {})
         per = "  ".join(f"{m}x {v['mean']:.3f}" for m, v in learned.items())
         return [
-            (f"normalized return on {self.env} (PPO = 1, random policy = 0; mean ± standard error, averaged over "
-             f"horizons {horizons} of {self.total_timesteps:,} steps):"),
+            (f"normalized return on {' + '.join(self.envs or [self.env])} (PPO = 1, random policy = 0; mean ± "
+             f"standard error, averaged over horizons {horizons} of {self.total_timesteps:,} steps):"),
             (f"  learned drift ({self.best_drift_is}): {self.best_drift_normalized_return:.3f} ± "
              f"{self.best_drift_stderr:.3f}  ({self.final_eval_runs} fresh runs per horizon, seeds not used to "
              "choose it)"),
@@ -115,7 +119,7 @@ class RLSummary(Summary):
 class RunContext:
     search: SearchContext
     run_dir: RunDir
-    baselines: dict
+    baselines: list[dict]  # per meta-training env, in the order of env.names
 
     @property
     def config(self) -> RLSearchConfig:
@@ -132,12 +136,21 @@ class RunContext:
 
     @property
     def reference_bucket(self) -> int:
-        """The horizon bucket closest to multiple 1 (on a log scale): what curves and pictures show."""
-        return int(np.argmin([abs(math.log(m)) for m in self.search.multiples]))
+        return reference_bucket(self.search)
+
+    def baseline_entry(self, bucket: int) -> dict:
+        """The baselines (PPO, DPO, random policy) of one bucket's env and horizon."""
+        per_env = len(self.search.multiples) // len(self.baselines)
+        return self.baselines[self.search.bucket_env[bucket]]["horizons"][bucket % per_env]
 
     def baseline_curves(self, bucket: int | None = None) -> dict[str, np.ndarray]:
-        entry = self.baselines["horizons"][self.reference_bucket if bucket is None else bucket]
+        entry = self.baseline_entry(self.reference_bucket if bucket is None else bucket)
         return {name.upper(): np.array(entry[name]["curve"], np.float64) for name in ("ppo", "dpo")}
+
+
+def reference_bucket(ctx: SearchContext) -> int:
+    """The bucket of ``env.name`` closest to multiple 1 (on a log scale): what curves and pictures show."""
+    return int(np.argmin([abs(math.log(m)) if e == 0 else math.inf for m, e in zip(ctx.multiples, ctx.bucket_env)]))
 
 
 def _drift_meta(config: RLSearchConfig, **extra) -> dict:
@@ -146,6 +159,8 @@ def _drift_meta(config: RLSearchConfig, **extra) -> dict:
         "drift": dataclasses.asdict(config.drift),
         "env": config.env.name,
         "ppo": dataclasses.asdict(config.ppo_config),
+        # the further meta-training envs with their PPO settings (discover transfer scores them as trained on)
+        "env_ppo": {env: dataclasses.asdict(config.ppo_config_of(env)) for env in config.env.extra},
         "horizons": [float(m) for m in config.horizon.multiples],
         "es": dataclasses.asdict(config.es),
         "seed": config.seed,
@@ -154,14 +169,14 @@ def _drift_meta(config: RLSearchConfig, **extra) -> dict:
 
 
 def _evaluate(ctx: SearchContext, rows: Any, salt: int, bucket: int) -> dict:
-    """Trains every row on its own fresh seeds (folded from the run seed, ``salt`` and the bucket) at horizon
-    bucket ``bucket`` with the compiled trainer; per-run normalized returns ``[rows, seeds]`` (-inf where
+    """Trains every row on its own fresh seeds (folded from the run seed, ``salt`` and the bucket) at bucket
+    ``bucket`` (an env and horizon) with that env's compiled trainer; per-run normalized returns ``[rows, seeds]`` (-inf where
     training failed) and the raw metrics."""
     train_seeds = ctx.config.es.train_seeds
     key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(ctx.config.seed), salt), bucket)
     keys = jax.random.split(key, ctx.rows * train_seeds)
     keys = keys.reshape((ctx.rows, train_seeds) + keys.shape[1:])
-    metrics = jax.device_get(ctx.train_rows(keys, rows, ctx.horizon_updates[bucket]))
+    metrics = jax.device_get(ctx.train_rows(keys, rows, ctx.horizon_updates[bucket], env=ctx.bucket_env[bucket]))
     finals = np.asarray(metrics["final_return"], np.float64)
     finite = np.asarray(metrics["finite"])
     normalized = np.asarray(ctx.normalize(finals, bucket), np.float64)
@@ -169,9 +184,9 @@ def _evaluate(ctx: SearchContext, rows: Any, salt: int, bucket: int) -> dict:
 
 
 def final_evaluation(state: SearchState, ctx: SearchContext) -> dict:
-    """Chooses between the final ES mean and the best-scoring mean on one set of fresh seeds at every horizon
-    (half the rows each; the higher mean over horizons wins), then scores the chosen one on another set (every
-    row, every horizon), reusing the compiled trainer."""
+    """Chooses between the final ES mean and the best-scoring mean on one set of fresh seeds at every bucket (env
+    and horizon; half the rows each; the higher mean over buckets wins), then scores the chosen one on another
+    set (every row, every bucket), reusing the compiled trainers."""
     final_params = ctx.strategy.get_mean(state.es_state)
     _, unravel = ravel_pytree(final_params)
     best_params = unravel(state.best_mean)
@@ -190,8 +205,8 @@ def final_evaluation(state: SearchState, ctx: SearchContext) -> dict:
     for k in buckets:
         report = _evaluate(ctx, rows, REPORT_SALT, k)
         mean, stderr = _mean_and_stderr(report["per_run"].ravel())
-        per_horizon[f"{ctx.multiples[k]:g}"] = {"mean": mean, "stderr": stderr}
-        if k == int(np.argmin([abs(math.log(m)) for m in ctx.multiples])):
+        per_horizon[ctx.label(k)] = {"mean": mean, "stderr": stderr}
+        if k == reference_bucket(ctx):
             n = ctx.horizon_updates[k]
             curve = return_curve({name: report["metrics"][name][..., :n] for name in ("return_sum", "episode_count")})
     mean, stderr = _over_horizons(per_horizon)
@@ -201,13 +216,14 @@ def final_evaluation(state: SearchState, ctx: SearchContext) -> dict:
 
 
 def _baseline_scores(ctx: RunContext) -> dict[str, dict[str, dict]]:
-    """PPO's and DPO's normalized returns per horizon on the baseline seeds (PPO = 1 by construction)."""
+    """PPO's and DPO's normalized returns per bucket on the baseline seeds (PPO = 1 by construction)."""
     out: dict[str, dict[str, dict]] = {"ppo": {}, "dpo": {}}
-    for k, entry in enumerate(ctx.baselines["horizons"]):
+    for k in range(len(ctx.search.multiples)):
+        entry = ctx.baseline_entry(k)
         for name, scores in out.items():
             values = np.asarray(ctx.search.normalize(np.asarray(entry[name]["final_returns"]), k), np.float64)
             mean, se = _mean_and_stderr(values)
-            scores[f"{entry['multiple']:g}"] = {"mean": mean, "stderr": se}
+            scores[ctx.search.label(k)] = {"mean": mean, "stderr": se}
     return out
 
 
@@ -226,18 +242,22 @@ class RLObjectiveSearch:
         strategy = make_strategy(es.strategy, es.popsize, family.init(jax.random.PRNGKey(0)), sigma=es.sigma,
                                  lr=es.lr, antithetic=es.antithetic, rank_shaping=es.rank_shaping,
                                  cbo=cbo_options(es))
-        progress.phase(f"rl_objective {config.name}: PPO/DPO/random normalizer on {config.env.name}")
-        baselines = load_or_compute_baselines(config, run_dir)
-        check_defined(baselines)
-        updates = horizon_updates(config)
-        horizons = baselines["horizons"]
+        envs = config.env.names
+        progress.phase(f"rl_objective {config.name}: PPO/DPO/random normalizer on {', '.join(envs)}")
+        baselines = [load_or_compute_baselines(config, run_dir, env) for env in envs]
+        for entry in baselines:
+            check_defined(entry)
+        updates = [horizon_updates(config, env) for env in envs]
+        mesh = population_mesh(config.devices)
+        horizons = [h for entry in baselines for h in entry["horizons"]]  # bucket order: env by env
         ctx = SearchContext(
             config=config, family=family, strategy=strategy,
-            train=sharded(population_trainer(config.env.name, config.ppo_config, config.drift, max(updates)),
-                          population_mesh(config.devices)),
-            rows=config.es.popsize + 1, multiples=tuple(float(m) for m in config.horizon.multiples),
-            horizon_updates=updates, ppo_returns=tuple(h["ppo"]["mean"] for h in horizons),
+            trains=tuple(sharded(population_trainer(env, config.ppo_config_of(env), config.drift, max(n)), mesh)
+                         for env, n in zip(envs, updates)),
+            rows=config.es.popsize + 1, multiples=tuple(float(m) for _ in envs for m in config.horizon.multiples),
+            horizon_updates=tuple(u for n in updates for u in n), ppo_returns=tuple(h["ppo"]["mean"] for h in horizons),
             random_returns=tuple(h["random"]["mean"] for h in horizons),
+            bucket_env=tuple(e for e in range(len(envs)) for _ in config.horizon.multiples),
         )
         return RunContext(ctx, run_dir, baselines)
 
@@ -246,7 +266,7 @@ class RLObjectiveSearch:
 
     def start_log(self, tb: TBLogger, state: SearchState, ctx: RunContext) -> None:
         k = ctx.reference_bucket
-        entry = ctx.baselines["horizons"][k]
+        entry = ctx.baseline_entry(k)
         tb.scalars(0, {"baseline/ppo_return": entry["ppo"]["mean"], "baseline/random_return": entry["random"]["mean"],
                        "baseline/dpo_normalized_return": float(ctx.search.normalize(entry["dpo"]["mean"], k))})
         for name in ("ppo", "dpo"):
@@ -270,8 +290,10 @@ class RLObjectiveSearch:
         config, g, es_state = ctx.config, int(state.generation), state.es_state
         bucket = int(info["bucket"])
         lifetime = ctx.search.horizon_updates[bucket] * ctx.steps_per_update
+        env = ctx.search.env_name(bucket)
         tb.scalars(g, {
             "es/horizon_multiple": ctx.search.multiples[bucket],
+            **({"es/env_index": ctx.search.bucket_env[bucket]} if len(ctx.search.trains) > 1 else {}),
             "es/normalized_return_mean_drift": info["mean_drift"],
             "es/normalized_return_best_member": info["member_best"],
             "es/normalized_return_member_mean": info["member_mean"],
@@ -291,9 +313,9 @@ class RLObjectiveSearch:
             n = ctx.search.horizon_updates[bucket]
             mean_curve = return_curve({k: np.asarray(v)[..., :n] for k, v in info["mean_row"].items()})
             curves = {"ES mean drift": mean_curve, **ctx.baseline_curves(bucket)}
-            title = f"{config.env.name} at {ctx.search.multiples[bucket]:g}x, gen {g}"
+            title = f"{env} at {ctx.search.multiples[bucket]:g}x, gen {g}"
             tb.figure("returns/curves", curves_figure(curves, ctx.steps_per_update, title), g, close=False)
-        return (f"RL search {config.env.name}: mean drift {float(info['mean_drift']):.3f} x PPO "
+        return (f"RL search {env}: mean drift {float(info['mean_drift']):.3f} x PPO "
                 f"at {ctx.search.multiples[bucket]:g}x")
 
     def save(self, state: SearchState) -> tuple[SearchState, dict]:
@@ -306,7 +328,7 @@ class RLObjectiveSearch:
         return arrays
 
     def finish(self, state: SearchState, ctx: RunContext, tb: TBLogger) -> RLSummary:
-        config, run_dir, baselines = ctx.config, ctx.run_dir, ctx.baselines
+        config, run_dir = ctx.config, ctx.run_dir
         final = final_evaluation(state, ctx.search)
         log_h = float(ctx.horizon)
         baseline_scores = _baseline_scores(ctx)
@@ -322,15 +344,17 @@ class RLObjectiveSearch:
         curves = {"learned (best drift)": final["curve"], **ctx.baseline_curves()}
         tb.figure("returns/best_vs_baselines", curves_figure(curves, ctx.steps_per_update, config.env.name),
                   config.es.generations, close=False)
-        horizons = baselines["horizons"]
+        labels = [ctx.search.label(k) for k in range(len(ctx.search.multiples))]
+        entries = [ctx.baseline_entry(k) for k in range(len(labels))]
         return RLSummary(
             kind=self.kind, name=config.name, run_dir=str(run_dir.path), generations_done=int(state.generation),
             generations=config.es.generations,
-            files=["baselines.json", "best_drift.npz", "final_drift.npz", "drift.png"],
-            env=config.env.name, total_timesteps=config.ppo_config.total_timesteps,
+            files=[*(baselines_file(config, env) for env in config.env.names), "best_drift.npz", "final_drift.npz",
+                   "drift.png"],
+            env=config.env.name, envs=list(config.env.names), total_timesteps=config.ppo_config.total_timesteps,
             horizons=[float(m) for m in config.horizon.multiples],
-            ppo_returns={f"{h['multiple']:g}": h["ppo"]["mean"] for h in horizons},
-            random_returns={f"{h['multiple']:g}": h["random"]["mean"] for h in horizons},
+            ppo_returns={label: h["ppo"]["mean"] for label, h in zip(labels, entries)},
+            random_returns={label: h["random"]["mean"] for label, h in zip(labels, entries)},
             ppo_normalized_return=ppo_mean, ppo_stderr=ppo_se,
             dpo_normalized_return=dpo_mean, dpo_stderr=dpo_se,
             best_mean_drift_during_search=float(state.best_score), best_generation=int(state.best_generation) + 1,

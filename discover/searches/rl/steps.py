@@ -19,7 +19,7 @@ from search_spaces.drift import DriftFamily
 # ----------------------------------------------------------------------------------------------------------
 # Search state (everything a resume needs; arrays only)
 # ----------------------------------------------------------------------------------------------------------
-HISTORY_FIELDS = ("mean_drift", "member_best", "member_mean", "member_median", "failures", "horizon")
+HISTORY_FIELDS = ("mean_drift", "member_best", "member_mean", "member_median", "failures", "horizon", "env")
 
 
 class SearchState(NamedTuple):
@@ -63,7 +63,8 @@ def _stack_rows(population: Any, extra: Any) -> Any:
 
 
 def propose(state: SearchState, ctx: SearchContext):
-    """Sample this generation's horizon (one of ``horizon.multiples``, uniformly); ask the ES for a population;
+    """Sample this generation's bucket, an (env, horizon) pair (uniformly; one env: one of ``horizon.multiples``);
+    ask the ES for a population;
     rows = population + the ES mean; the same training keys and horizon for every row (common random numbers:
     antithetic pairs and the mean are compared on the same seeds)."""
     key, k_ask, k_train, k_tell, k_horizon = jax.random.split(state.key, 5)
@@ -79,8 +80,8 @@ def propose(state: SearchState, ctx: SearchContext):
 def conclude(
     state: SearchState, ctx: SearchContext, population, es_state, metrics, keys
 ) -> tuple[SearchState, dict]:
-    """Score the rows (mean over seeds of the return, normalized by PPO and the random policy at this
-    generation's horizon), tell the ES (fitness = -score), update best/history."""
+    """Score the rows (mean over seeds of the return, normalized by PPO and the random policy on this
+    generation's env and horizon), tell the ES (fitness = -score), update best/history."""
     key, k_tell, bucket = keys
     final = jnp.mean(metrics["final_return"], axis=1)
     ok = jnp.all(metrics["finite"], axis=1) & jnp.isfinite(final)
@@ -99,6 +100,7 @@ def conclude(
         "member_median": jnp.nanmedian(finite_member),
         "failures": jnp.sum(~ok[:-1]).astype(jnp.float32),
         "horizon": jnp.asarray(ctx.multiples, jnp.float32)[bucket],
+        "env": jnp.asarray(ctx.bucket_env, jnp.float32)[bucket],  # index into env.names
     }
     improved = score[-1] > state.best_score
     new_state = _as_arrays(
@@ -120,38 +122,49 @@ def run_generation(state: SearchState, ctx: SearchContext) -> tuple[SearchState,
     """One ES generation, a pure function of ``state``: propose, train every row x seed in one call, conclude.
     The trainer is its own compiled function (shared with the final evaluation)."""
     population, es_state, rows, train_keys, n_updates, keys = ctx.propose_fn(state)
-    metrics = ctx.train_rows(train_keys, rows, n_updates)
+    metrics = ctx.train_rows(train_keys, rows, n_updates, env=ctx.bucket_env[int(keys[2])])
     return ctx.conclude_fn(state, population, es_state, metrics, keys)
 
 
 @dataclasses.dataclass
 class SearchContext:
-    """What a generation needs besides the state. Per horizon bucket k (``horizon.multiples[k]``): its number of
-    updates and PPO's and the random policy's mean returns (the normalizer, defined at every bucket)."""
+    """What a generation needs besides the state. A bucket k is one (env, horizon) pair, env by env in the order
+    of ``env.names`` (one env: bucket k is ``horizon.multiples[k]``); per bucket: its env, horizon multiple,
+    number of updates, and PPO's and the random policy's mean returns (the normalizer, defined at every bucket)."""
 
     config: RLSearchConfig
     family: DriftFamily
     strategy: Any
-    train: Any  # sharded train(keys[P, 1], params[P, ...], n_updates[P]) -> metrics[P, 1, ...]
+    trains: tuple  # per env: sharded train(keys[P, 1], params[P, ...], n_updates[P]) -> metrics[P, 1, ...]
     rows: int
     multiples: tuple[float, ...]
     horizon_updates: tuple[int, ...]
     ppo_returns: tuple[float, ...]
     random_returns: tuple[float, ...]
+    bucket_env: tuple[int, ...]  # index into config.env.names
+
+    def env_name(self, bucket: int) -> str:
+        return self.config.env.names[self.bucket_env[bucket]]
+
+    def label(self, bucket: int) -> str:
+        """How results name a bucket: its multiple (``"0.5"``), after its env when there are several."""
+        multiple = f"{self.multiples[bucket]:g}"
+        return multiple if len(self.config.env.names) == 1 else f"{self.env_name(bucket)} {multiple}"
 
     @property
     def es_params(self) -> Any:
         """The strategy's params, its std starting at es.sigma (CMA-ES & co: :func:`strategy_params`)."""
         return strategy_params(self.strategy, self.config.es.sigma)
 
-    def train_rows(self, keys: jax.Array, params: Any, n_updates) -> dict:
-        """Trains ``params[R]`` x ``keys[R, S]`` for ``n_updates`` and returns metrics ``[R, S, ...]``. Every
+    def train_rows(self, keys: jax.Array, params: Any, n_updates, env: int = 0) -> dict:
+        """Trains ``params[R]`` x ``keys[R, S]`` for ``n_updates`` on env ``env`` (an index into ``env.names``)
+        and returns metrics ``[R, S, ...]``. Every
         (row, seed) pair is one member of the sharded trainer's population, so seeds fill chunks and devices
         as rows do: S seeds cost S x the training rows, not padding."""
         rows, seeds = keys.shape[:2]
         flat_keys = jnp.reshape(keys, (rows * seeds, 1) + keys.shape[2:])
         flat_params = jax.tree.map(lambda x: jnp.repeat(x, seeds, axis=0), params)
-        metrics = self.train(flat_keys, flat_params, jnp.full((rows * seeds,), n_updates, jnp.int32))
+        metrics = self.trains[env](flat_keys, flat_params, jnp.full((rows * seeds,), n_updates, jnp.int32))
         return jax.tree.map(lambda x: np.reshape(x, (rows, seeds) + x.shape[2:]), metrics)
 
     def normalize(self, returns, bucket):
