@@ -112,6 +112,13 @@ def task_names(kind: str | None = None) -> list[str]:
 
 
 @functools.cache
+def task_family(name: str) -> str:
+    """The family of a registered task (without building it)."""
+    if name not in _REGISTRY:
+        raise InputError(f"unknown task '{name}' (known: {', '.join(task_names())})")
+    return _REGISTRY[name].family
+
+
 def get_task(name: str) -> Task:
     """The task called `name`; cached so that every caller shares the same closures (and jit caches)."""
     if name not in _REGISTRY:

@@ -9,7 +9,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from discover.infra.rundir import new_run_dir
+from discover.infra.rundir import RunDir, new_run_dir
 from discover.language.program import parse
 from discover.searches import update_rules as search
 from discover.searches.update_rules.config import HeldoutSection
@@ -18,6 +18,8 @@ from discover.searches.update_rules.heldout import (
     jittered_copies,
     largest_task_move,
     program_name,
+    selected_on,
+    transfer_verdicts,
 )
 from discover.searches.update_rules.search import UpdateRuleSummary
 from discover.searches.update_rules.steps import generation_tasks
@@ -70,6 +72,23 @@ def test_the_result_says_which_meta_validation_task_a_finalist_moved_on():
                                 heldout={"finalists": [finalist], "verdicts": []})
     line = next(x for x in summary.headline() if x.startswith("#1"))
     assert "moved 21.0%; most on cnn_digits_metaval: 0.7500 -> 0.4600" in line and "fragile" in line
+
+
+def test_a_verdict_on_a_meta_validation_family_says_it_is_not_out_of_sample(tmp_path):
+    metaval = ("noisy_quadratic_metaval", "charlm_metaval")
+    assert selected_on("charlm_target", metaval) == "charlm_metaval"
+    assert selected_on("cnn_digits_target", metaval) is None  # cnn_digits_metaval is not in this funnel
+    assert selected_on("mlp_wine_target", metaval) is None and selected_on("not_a_task", metaval) is None
+    paired = {"AdamW": {"mean_a": 0.98, "mean_b": 1.0, "ci": [-0.03, -0.01], "n": 5, "verdict": "better"}}
+    run = RunDir(tmp_path)
+    run.write_json("transfer/transfer.json", {"tasks": {
+        task: {"optimizers": {"rule_1": {"paired": paired}}} for task in ("charlm_target", "mlp_wine_target")}})
+    verdicts = {v["task"]: v for v in transfer_verdicts(run, ["rule_1"], metaval)}
+    assert verdicts["charlm_target"]["selected_on"] == "charlm_metaval"
+    assert "rule_1 beats tuned AdamW" in verdicts["charlm_target"]["line"]
+    assert "meta-validation's charlm_metaval: not out of sample" in verdicts["charlm_target"]["line"]
+    assert verdicts["mlp_wine_target"]["selected_on"] is None
+    assert "out of sample" not in verdicts["mlp_wine_target"]["line"]
 
 
 @pytest.mark.slow

@@ -11,7 +11,9 @@
    sweep), every edit kept only while the fitness stays within ``heldout.tolerance``.
 3. **Transfer.** The simplified programs are trained on the held-out ``heldout.targets`` against tuned
    baselines (:func:`discover.shared.transfer.run_transfer`: hyperparameters chosen on some seeds, reported on
-   fresh ones, paired 95% verdicts), written under ``transfer/`` in the run directory.
+   fresh ones, paired 95% verdicts), written under ``transfer/`` in the run directory. A verdict on a target of
+   a meta-validation task's family (``charlm_target`` with ``charlm_metaval`` in ``funnel.tasks``) says that it
+   is not out of sample: the funnel chose the finalists on that family.
 
 The run's ``best.py`` becomes the simplified winner (the best robust program), named after the run.
 """
@@ -34,6 +36,7 @@ from discover.shared.evolution import HallEntry, constant_slots, scale_constants
 from discover.shared.scoring import release_trainers
 from discover.shared.simplify import score_fn, simplify
 from discover.shared.transfer import run_transfer
+from envs.tasks import task_family, task_names
 
 FRESH_SEED = 10_007  # first training seed of the robustness check: far from the references' seeds 0, 1, ...
 JITTER_SALT = 31_337
@@ -186,7 +189,7 @@ def heldout_evaluation(state: SearchState, ctx: SearchContext, run_dir: RunDir) 
             run_transfer(programs, tasks=cfg.targets, baselines=cfg.baselines, seeds=cfg.seeds,
                          out_dir=run_dir.path / "transfer", tb=False, console=None)
         report["transfer"] = "transfer/transfer.json"
-        report["verdicts"] = transfer_verdicts(run_dir, list(programs))
+        report["verdicts"] = transfer_verdicts(run_dir, list(programs), config.funnel.tasks)
         files += ["transfer/transfer.md", "transfer/transfer.json"]
     if robust:
         lines = [v["line"] for v in report["verdicts"] if v["program"] == program_name(config, robust[0].rank)]
@@ -197,24 +200,37 @@ def heldout_evaluation(state: SearchState, ctx: SearchContext, run_dir: RunDir) 
     return report
 
 
-def transfer_verdicts(run_dir: RunDir, programs: list[str]) -> list[dict]:
+def selected_on(target: str, metaval_tasks) -> str | None:
+    """The meta-validation task of ``target``'s family, if any: the funnel chose the finalists on that family, so
+    a verdict there is not out of sample (e.g. ``charlm_target`` and ``charlm_metaval``)."""
+    if target not in task_names():
+        return None  # a task that is not registered has no family to share
+    family = task_family(target)
+    return next((t for t in metaval_tasks if t in task_names() and task_family(t) == family), None)
+
+
+def transfer_verdicts(run_dir: RunDir, programs: list[str], metaval_tasks=()) -> list[dict]:
     """One entry per (program, target, baseline) from the transfer report: better / worse / tie at 95% (paired
-    on the fresh seeds), with the ratio of mean validation losses."""
+    on the fresh seeds), with the ratio of mean validation losses; ``selected_on`` names the meta-validation task
+    (of ``metaval_tasks``) whose family the target shares, and the line says so."""
     data = run_dir.read_json("transfer/transfer.json")
     out = []
     for task, result in data.get("tasks", {}).items():
+        same_family = selected_on(task, metaval_tasks)
+        note = f" [the family of meta-validation's {same_family}: not out of sample]" if same_family else ""
         for name in programs:
             for baseline, c in result["optimizers"].get(name, {}).get("paired", {}).items():
                 verdict = {"better": "beats", "worse": "loses to", "tie": "ties with"}[c["verdict"]]
                 if c["mean_a"] is None or c["mean_b"] is None:  # a run diverged on a fresh seed
                     out.append({"task": task, "program": name, "baseline": baseline, "verdict": c["verdict"],
-                                "ratio": None, "ci": None,
-                                "line": f"{task}: {name} {verdict} tuned {baseline} (a run diverged)"})
+                                "ratio": None, "ci": None, "selected_on": same_family,
+                                "line": f"{task}: {name} {verdict} tuned {baseline} (a run diverged){note}"})
                     continue
                 ratio = c["mean_a"] / c["mean_b"] if c["mean_b"] else float("inf")
                 lo, hi = c["ci"]
                 out.append({"task": task, "program": name, "baseline": baseline, "verdict": c["verdict"],
-                            "ratio": ratio, "ci": [lo, hi],
+                            "ratio": ratio, "ci": [lo, hi], "selected_on": same_family,
                             "line": f"{task}: {name} {verdict} tuned {baseline} (val loss x{ratio:.3f}; paired "
-                                    f"95% CI of the difference [{lo:+.3g}, {hi:+.3g}], {c['n']} fresh seeds)"})
+                                    f"95% CI of the difference [{lo:+.3g}, {hi:+.3g}], {c['n']} fresh seeds)"
+                                    f"{note}"})
     return out
