@@ -1,7 +1,8 @@
 """How noisy is a meta-validation task's fitness, and how often does seed noise alone fail the robustness check?
 
     JAX_PLATFORMS=cpu python benchmarks/metaval_noise.py [--seeds 16] [--programs adamw,lion_search_adamw_retuned]
-        [--tasks cnn_digits_metaval,charlm_metaval,noisy_quadratic_metaval] [--draws 4000] [--json out.json]
+        [--tasks cnn_digits_metaval,charlm_metaval,noisy_quadratic_metaval] [--draws 4000] [--val-points 8]
+        [--json out.json]
 
 The held-out check of an update-rule search (``heldout``) scores each finalist again on fresh training seeds and
 calls it fragile when its meta-validation fitness moves by more than ``heldout.fragility`` (5%). That threshold
@@ -34,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from discover.language import interpreter
-from discover.shared.scoring import ROBUST_LR_MULTIPLIERS, Scorer, compute_references
+from discover.shared.scoring import ROBUST_LR_MULTIPLIERS, Scorer, compute_references, interpreted_trainer
 from envs.task_pool import META_VALIDATION_TASKS
 from envs.tasks import get_task
 from search_spaces.update_rules import seed
@@ -43,18 +44,22 @@ FRESH_FIRST_SEED = 7_000  # seeds no reference, search or held-out check uses
 FRAGILITY = 0.05
 
 
-def per_seed_losses(task_name: str, programs: list, seeds: int, max_len: int, n_state: int, cache) -> dict:
-    """``{"val_loss", "train_loss"}``, each ``[programs, lr multipliers, seeds]``, on fresh seeds (one trainer call;
-    train_loss is the mean minibatch loss over the last 10% of steps)."""
+def per_seed_losses(task_name: str, programs: list, seeds: int, max_len: int, n_state: int, cache,
+                    val_points: int) -> dict:
+    """``{"val_loss", "train_loss"[, "val_loss_window"]}``, each ``[programs, lr multipliers, seeds]``, on fresh
+    seeds (one trainer call; train_loss: the mean minibatch loss over the last 10% of steps; val_loss_window: the
+    validation loss averaged over ``val_points`` late iterates, ``envs.train.make_population_trainer``)."""
     task = get_task(task_name)
     references = compute_references([task], None, 1, cache)  # only the nominal tuned lr is read
     scorer = Scorer(tasks=[task], references=references, train_seeds=seeds, lr_multipliers=ROBUST_LR_MULTIPLIERS,
                     worst=1e9, batch=len(programs), max_len=max_len, n_state=n_state, first_seed=FRESH_FIRST_SEED)
     enc = interpreter.encode(programs, max_len, n_state)
     enc = jax.tree.map(lambda x: jnp.repeat(x, scorer.members_per_candidate, axis=0), enc)
-    out = scorer.trainer(task)(*scorer._call_args(task, enc))
+    trainer = interpreted_trainer(task, max_len, n_state, needs_hessian=False, val_points=val_points)
+    out = trainer.core(*scorer._call_args(task, enc))
     shape = (len(programs), len(ROBUST_LR_MULTIPLIERS), seeds)
-    return {k: np.asarray(out[k], np.float64).reshape(shape) for k in ("val_loss", "train_loss")}
+    metrics = ("val_loss", "train_loss") + (("val_loss_window",) if val_points > 1 else ())
+    return {k: np.asarray(out[k], np.float64).reshape(shape) for k in metrics}
 
 
 def split_moves(program: np.ndarray, adamw: np.ndarray, k: int, draws: int, rng) -> np.ndarray:
@@ -103,6 +108,8 @@ def main() -> None:
     parser.add_argument("--max-len", type=int, default=24)
     parser.add_argument("--n-state", type=int, default=4)
     parser.add_argument("--cache", default="checkpoints/.baselines.json")
+    parser.add_argument("--val-points", type=int, default=1,
+                        help="also report the validation loss averaged over this many late iterates")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     names = [n for n in args.programs.split(",") if n]
@@ -114,7 +121,8 @@ def main() -> None:
     report = {"seeds": args.seeds, "multipliers": list(ROBUST_LR_MULTIPLIERS), "tasks": {}}
     for task in args.tasks.split(","):
         started = time.perf_counter()
-        losses = per_seed_losses(task, programs, args.seeds, args.max_len, args.n_state, args.cache)
+        losses = per_seed_losses(task, programs, args.seeds, args.max_len, args.n_state, args.cache,
+                                 args.val_points)
         seconds = time.perf_counter() - started
         print(f"\n{task}  ({args.seeds} fresh seeds x {len(ROBUST_LR_MULTIPLIERS)} lr multipliers x "
               f"{len(programs)} programs in {seconds:.0f} s)")

@@ -211,6 +211,7 @@ def make_population_trainer(
     hessian_every: int = 10,
     curve_every: int = 0,
     loss_scale: bool = False,
+    val_points: int = 1,
 ) -> TaskTrainer:
     """Returns train(keys: (P,2) raw or (P,) typed keys, lrs: (P,), opt_args[, loss_scales: (P,)]) -> dict
     with
@@ -219,7 +220,10 @@ def make_population_trainer(
       'train_loss': (P,) mean training loss over the last max(1, num_steps // 10) steps (+inf if diverged),
       'diverged': (P,) bool,
       'val_accuracy': (P,) where the task has an accuracy,
-      'curve': (P, num_steps // curve_every) mean training loss per window, when curve_every > 0.
+      'curve': (P, num_steps // curve_every) mean training loss per window, when curve_every > 0,
+      'val_loss_window': (P,) when val_points > 1, the mean validation loss after val_points steps spaced
+                  max(1, (num_steps // 10) // val_points) apart, the last step included (+inf where 'val_loss'
+                  is): an average over late iterates, less sensitive to where the last step happened to land.
     Member p initializes from fold_in(keys[p], 0) and draws its data stream from fold_in(keys[p], 1) (give
     all programs the same keys for a fair comparison; Hutchinson probes use fold_in(keys[p], 2)). `opt_args`
     (any pytree) is passed untouched to update_fn: new values of the same shapes reuse the compiled code.
@@ -236,8 +240,10 @@ def make_population_trainer(
         raise ValueError(f"hessian_every must be >= 1, got {hessian_every}")
     if curve_every < 0 or (curve_every > 0 and curve_every > task.num_steps):
         raise ValueError(f"curve_every must be in [0, num_steps={task.num_steps}], got {curve_every}")
+    if val_points < 1:
+        raise ValueError(f"val_points must be >= 1, got {val_points}")
     trim_memory_after_compiles()
-    options = (init_opt_state, needs_hessian, hessian_every, curve_every, loss_scale)
+    options = (init_opt_state, needs_hessian, hessian_every, curve_every, loss_scale, val_points)
 
     def make():
         program, data = task_program(task)
@@ -249,9 +255,12 @@ def make_population_trainer(
 
 
 def _data_trainer(program, num_steps: int, layout: FlatLayout, update_fn: UpdateFn, init_opt_state: InitOptState,
-                  needs_hessian: bool, hessian_every: int, curve_every: int, loss_scale: bool):
+                  needs_hessian: bool, hessian_every: int, curve_every: int, loss_scale: bool, val_points: int = 1):
     """The jitted train(data, keys, lrs, opt_args[, loss_scales]) of `make_population_trainer`."""
     last_window = max(1, num_steps // 10)
+    # val_points evaluations spaced `stride` steps apart, ending at the last step (the first no earlier than step 0)
+    stride = max(1, last_window // val_points)
+    first_eval = max(0, num_steps - 1 - stride * (val_points - 1))
 
     def train(data, keys, lrs, opt_args, loss_scales=None):
         def member_loss(w, batch):
@@ -275,8 +284,11 @@ def _data_trainer(program, num_steps: int, layout: FlatLayout, update_fn: Update
         diverged = jnp.zeros((num_members,), bool)
         scales = None if loss_scales is None else jnp.asarray(loss_scales, jnp.float32).reshape(num_members, 1)
 
+        def member_val(w):
+            return jax.vmap(lambda v: program.val_loss(data, unravel(layout, v)))(w)
+
         def step(carry, i):
-            w, opt_state, h, diverged = carry
+            w, opt_state, h, diverged, val_sum = carry
             batch = batch_fn(data_keys, i)
             loss, g = value_and_grad(w, batch)
             if needs_hessian:
@@ -296,10 +308,14 @@ def _data_trainer(program, num_steps: int, layout: FlatLayout, update_fn: Update
             # in later steps) and reported as +inf from then on.
             diverged = diverged | ~jnp.isfinite(loss) | ~jnp.all(jnp.isfinite(w_new), axis=1)
             w = jnp.where(diverged[:, None], w, w_new)
-            return (w, opt_state, h, diverged), jnp.where(diverged, jnp.inf, loss)
+            if val_points > 1:
+                evaluate = (i >= first_eval) & ((num_steps - 1 - i) % stride == 0)
+                val_sum = val_sum + jax.lax.cond(evaluate, member_val, lambda v: jnp.zeros((num_members,)), w)
+            return (w, opt_state, h, diverged, val_sum), jnp.where(diverged, jnp.inf, loss)
 
-        (w, _, _, diverged), losses = jax.lax.scan(
-            step, (w, opt_state, h, diverged), jnp.arange(num_steps, dtype=jnp.int32)
+        val_sum = jnp.zeros((num_members,), jnp.float32)
+        (w, _, _, diverged, val_sum), losses = jax.lax.scan(
+            step, (w, opt_state, h, diverged, val_sum), jnp.arange(num_steps, dtype=jnp.int32)
         )
         params = jax.vmap(lambda v: unravel(layout, v))(w)
         val = jax.vmap(lambda p: program.val_loss(data, p))(params)
@@ -311,6 +327,10 @@ def _data_trainer(program, num_steps: int, layout: FlatLayout, update_fn: Update
         }
         if program.has_accuracy:
             out["val_accuracy"] = jnp.where(diverged, 0.0, jax.vmap(lambda p: program.accuracy(data, p))(params))
+        if val_points > 1:
+            points = len(range(num_steps - 1, first_eval - 1, -stride))
+            window = val_sum / points
+            out["val_loss_window"] = jnp.where(~jnp.isfinite(val) | ~jnp.isfinite(window), jnp.inf, window)
         if curve_every:
             windows = num_steps // curve_every
             out["curve"] = (

@@ -138,6 +138,23 @@ def test_outputs_shapes_and_determinism(counted_trainer):
     assert as_typed_keys(jax.random.key_data(KEYS4)).dtype == KEYS4.dtype
 
 
+def test_late_window_val_loss_averages_the_validation_loss_of_earlier_iterates():
+    """val_points=3 on 40 steps (last window 4, stride 1): the mean of the final validation losses of the same
+    run stopped after 38, 39 and 40 steps (same keys, so the same data stream and iterates)."""
+    task = _diag_quadratic(num_steps=40)
+    lrs = jnp.full((4,), 0.3)
+    out = make_population_trainer(task, _sgd, _no_state, val_points=3)(KEYS4, lrs, ())
+    finals = [make_population_trainer(dataclasses.replace(task, num_steps=n), _sgd, _no_state)(KEYS4, lrs, ())
+              for n in (38, 39, 40)]
+    np.testing.assert_allclose(out["val_loss"], finals[-1]["val_loss"], rtol=1e-6)
+    expected = np.mean([np.asarray(f["val_loss"]) for f in finals], axis=0)
+    np.testing.assert_allclose(out["val_loss_window"], expected, rtol=1e-5)
+    assert not np.allclose(out["val_loss_window"], out["val_loss"])
+    assert "val_loss_window" not in finals[-1]  # only when asked for
+    with pytest.raises(ValueError, match="val_points must be >= 1"):
+        make_population_trainer(task, _sgd, _no_state, val_points=0)
+
+
 def test_non_finite_updates_give_inf_val_loss_without_crashing():
     def update_fn(opt_state, g, w, lr, t, h, opt_args):
         poisoned = jnp.where(jnp.arange(w.shape[0])[:, None] == 0, jnp.nan, g)  # member 0: NaN

@@ -52,12 +52,14 @@ def _interpreter(segments: tuple, max_len: int, n_state: int):
 
 
 def interpreted_trainer(task: task_registry.Task, max_len: int, n_state: int, needs_hessian: bool,
-                        loss_scale: bool = False) -> TaskTrainer:
+                        loss_scale: bool = False, val_points: int = 1) -> TaskTrainer:
     """The population trainer of ``task`` running encoded programs (shared by every run in a process; its jitted
     ``core`` by every task of the same program, steps and data shapes: ``envs.train.task_program``); with
-    ``loss_scale`` it takes a fourth argument, each member's training-loss factor."""
+    ``loss_scale`` it takes a fourth argument, each member's training-loss factor; with ``val_points`` > 1 it
+    also reports ``val_loss_window`` (``envs.train.make_population_trainer``)."""
     update_fn, init = _interpreter(task_layout(task).segments, max_len, n_state)
-    return make_population_trainer(task, update_fn, init, needs_hessian=needs_hessian, loss_scale=loss_scale)
+    return make_population_trainer(task, update_fn, init, needs_hessian=needs_hessian, loss_scale=loss_scale,
+                                   val_points=val_points)
 
 
 def release_trainers() -> None:
