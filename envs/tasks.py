@@ -111,7 +111,6 @@ def task_names(kind: str | None = None) -> list[str]:
     return sorted(n for n, e in _REGISTRY.items() if kind is None or e.kind == kind)
 
 
-@functools.cache
 def task_family(name: str) -> str:
     """The family of a registered task (without building it)."""
     if name not in _REGISTRY:
@@ -119,6 +118,7 @@ def task_family(name: str) -> str:
     return _REGISTRY[name].family
 
 
+@functools.cache
 def get_task(name: str) -> Task:
     """The task called `name`; cached so that every caller shares the same closures (and jit caches)."""
     if name not in _REGISTRY:
