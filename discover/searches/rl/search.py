@@ -1,24 +1,24 @@
 """RL-objective search: evolution strategies over a drift network (LPO / TA-LPO).
 
 One generation: a training horizon is drawn from ``horizon.multiples`` (uniformly; log-spaced multiples make
-lifetimes log-uniform), and with several meta-training envs (``env.extra``) an (env, horizon) pair; the ES proposes ``popsize`` drift-parameter vectors; every one of them, and the ES mean
-as one extra row, trains ``es.train_seeds`` PPO-style agents from scratch for that horizon (``envs.ppo``, all
-rows x seeds in one jitted call compiled once per env for every horizon, the same training seeds for every row);
-a row's score is its mean final return normalized on that env and horizon by PPO's and a random policy's
-(``envs.rl_envs.normalize_return``: PPO = 1, random = 0); fitness = -score (the engine minimizes; Open_ES
-shapes it to centred ranks), a row whose training produced NaN/inf gets fitness +inf and is counted.
+lifetimes log-uniform), with several meta-training envs (``env.extra``) an (env, horizon) pair; the ES proposes
+``popsize`` drift-parameter vectors; every one of them, and the ES mean as one extra row, trains
+``es.train_seeds`` PPO-style agents from scratch for that horizon (``envs.ppo``, all rows x seeds in one jitted
+call compiled once per env for every horizon, the same training seeds for every row); a row's score is its mean
+final return normalized on that env and horizon by PPO's and a random policy's (``envs.rl_envs.normalize_return``:
+PPO = 1, random = 0); fitness = -score (the engine minimizes; Open_ES shapes it to centred ranks), a row whose
+training produced NaN/inf gets fitness +inf and is counted.
 
 Outputs in the run directory: ``baselines.json`` (PPO, DPO and the random policy at every horizon; one
-``baselines-<env>.json`` more per extra env),
-``best_drift.npz`` and ``final_drift.npz`` (drift parameters with their config as JSON; no pickle),
-``drift.png``, ``results.json``, TensorBoard events (ES statistics, return curves, pictures of the drift over
-(r, A) at n/N = 0, 0.5, 1 next to PPO's and DPO's) and orbax checkpoints of the whole search state (resume is
-exact).
+``baselines-<env>.json`` more per extra env), ``best_drift.npz`` and ``final_drift.npz`` (drift parameters with
+their config as JSON; no pickle), ``drift.png``, ``results.json``, TensorBoard events (ES statistics, return
+curves, pictures of the drift over (r, A) at n/N = 0, 0.5, 1 next to PPO's and DPO's) and orbax checkpoints of the
+whole search state (resume is exact).
 
-After the last generation the final ES mean and the best-scoring mean are re-evaluated on fresh seeds at every
-env and horizon (one population-sized call per horizon, half the rows each) and the better one on average is chosen;
-the chosen drift is then scored again on another set of fresh seeds (a second call per horizon), and that
-score is the one reported: selection and report never share seeds.
+After the last generation the final ES mean and the best-scoring mean are re-evaluated on fresh seeds at every env
+and horizon (one population-sized call per bucket, half the rows each) and the better one on average is chosen;
+the chosen drift is then scored again on another set of fresh seeds (a second call per bucket), and that score is
+the one reported: selection and report never share seeds.
 """
 
 from __future__ import annotations
@@ -170,8 +170,8 @@ def _drift_meta(config: RLSearchConfig, **extra) -> dict:
 
 def _evaluate(ctx: SearchContext, rows: Any, salt: int, bucket: int) -> dict:
     """Trains every row on its own fresh seeds (folded from the run seed, ``salt`` and the bucket) at bucket
-    ``bucket`` (an env and horizon) with that env's compiled trainer; per-run normalized returns ``[rows, seeds]`` (-inf where
-    training failed) and the raw metrics."""
+    ``bucket`` (an env and horizon) with that env's compiled trainer; per-run normalized returns
+    ``[rows, seeds]`` (-inf where training failed) and the raw metrics."""
     train_seeds = ctx.config.es.train_seeds
     key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(ctx.config.seed), salt), bucket)
     keys = jax.random.split(key, ctx.rows * train_seeds)
