@@ -140,10 +140,9 @@ def _check_meta(path: str | pathlib.Path, text: str) -> tuple[dict, DriftConfig]
     env_ppo = meta.get("env_ppo", {})
     if not isinstance(env_ppo, dict):
         raise DriftFileError(path, f"__meta__ env_ppo: expected a JSON object, got {type(env_ppo).__name__}")
-    for name in env_ppo:
+    for name, ppo in env_ppo.items():
         if name not in ENV_NAMES:
             raise DriftFileError(path, f"__meta__ env_ppo: unknown environment {_short(repr(name), 60)}")
-    for name, ppo in env_ppo.items():
         _section(path, {f"env_ppo.{name}": ppo}, f"env_ppo.{name}", PPOConfig)
     return meta, config
 

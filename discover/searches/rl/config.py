@@ -32,9 +32,8 @@ class EnvSection:
     )
 
     def __post_init__(self) -> None:
-        names = [self.name, *self.extra]
-        if len(set(names)) != len(names):
-            raise ValueError(f"extra must name envs other than name and each other, got {names}")
+        if len(set(self.names)) != len(self.names):
+            raise ValueError(f"extra must name envs other than name and each other, got {list(self.names)}")
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -203,10 +203,11 @@ def heldout_evaluation(state: SearchState, ctx: SearchContext, run_dir: RunDir) 
 def selected_on(target: str, metaval_tasks) -> str | None:
     """The meta-validation task of ``target``'s family, if any: the funnel chose the finalists on that family, so
     a verdict there is not out of sample (e.g. ``charlm_target`` and ``charlm_metaval``)."""
-    if target not in task_names():
+    known = set(task_names())
+    if target not in known:
         return None  # a task that is not registered has no family to share
     family = task_family(target)
-    return next((t for t in metaval_tasks if t in task_names() and task_family(t) == family), None)
+    return next((t for t in metaval_tasks if t in known and task_family(t) == family), None)
 
 
 def transfer_verdicts(run_dir: RunDir, programs: list[str], metaval_tasks=()) -> list[dict]:
