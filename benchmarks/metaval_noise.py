@@ -2,7 +2,7 @@
 
     JAX_PLATFORMS=cpu python benchmarks/metaval_noise.py [--seeds 16] [--programs adamw,lion_search_adamw_retuned]
         [--tasks cnn_digits_metaval,charlm_metaval,noisy_quadratic_metaval] [--draws 4000] [--val-points 8]
-        [--json out.json]
+        [--lr-schedule cosine] [--json out.json]
 
 The held-out check of an update-rule search (``heldout``) scores each finalist again on fresh training seeds and
 calls it fragile when its meta-validation fitness moves by more than ``heldout.fragility`` (5%). That threshold
@@ -37,7 +37,7 @@ import numpy as np
 from discover.language import interpreter
 from discover.shared.scoring import ROBUST_LR_MULTIPLIERS, Scorer, compute_references, interpreted_trainer
 from envs.task_pool import META_VALIDATION_TASKS
-from envs.tasks import get_task
+from envs.tasks import LR_SCHEDULES, get_task, with_lr_schedule
 from search_spaces.update_rules import seed
 
 FRESH_FIRST_SEED = 7_000  # seeds no reference, search or held-out check uses
@@ -45,11 +45,12 @@ FRAGILITY = 0.05
 
 
 def per_seed_losses(task_name: str, programs: list, seeds: int, max_len: int, n_state: int, cache,
-                    val_points: int) -> dict:
+                    val_points: int, lr_schedule: str = "constant") -> dict:
     """``{"val_loss", "train_loss"[, "val_loss_window"]}``, each ``[programs, lr multipliers, seeds]``, on fresh
     seeds (one trainer call; train_loss: the mean minibatch loss over the last 10% of steps; val_loss_window: the
-    validation loss averaged over ``val_points`` late iterates, ``envs.train.make_population_trainer``)."""
-    task = get_task(task_name)
+    validation loss averaged over ``val_points`` late iterates, ``envs.train.make_population_trainer``); every
+    optimizer, AdamW included, trains under ``lr_schedule``."""
+    task = with_lr_schedule(get_task(task_name), lr_schedule)
     references = compute_references([task], None, 1, cache)  # only the nominal tuned lr is read
     scorer = Scorer(tasks=[task], references=references, train_seeds=seeds, lr_multipliers=ROBUST_LR_MULTIPLIERS,
                     worst=1e9, batch=len(programs), max_len=max_len, n_state=n_state, first_seed=FRESH_FIRST_SEED)
@@ -110,6 +111,8 @@ def main() -> None:
     parser.add_argument("--cache", default="checkpoints/.baselines.json")
     parser.add_argument("--val-points", type=int, default=1,
                         help="also report the validation loss averaged over this many late iterates")
+    parser.add_argument("--lr-schedule", default="constant", choices=LR_SCHEDULES,
+                        help="every optimizer, AdamW included, trains under this lr schedule")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     names = [n for n in args.programs.split(",") if n]
@@ -118,11 +121,11 @@ def main() -> None:
     programs = [seed(n) for n in names]
     rng = np.random.default_rng(0)
     ks = [k for k in (1, 2, 3, 5, 8) if 2 * k <= args.seeds]
-    report = {"seeds": args.seeds, "multipliers": list(ROBUST_LR_MULTIPLIERS), "tasks": {}}
+    report = {"seeds": args.seeds, "lr_schedule": args.lr_schedule, "multipliers": list(ROBUST_LR_MULTIPLIERS), "tasks": {}}
     for task in args.tasks.split(","):
         started = time.perf_counter()
         losses = per_seed_losses(task, programs, args.seeds, args.max_len, args.n_state, args.cache,
-                                 args.val_points)
+                                 args.val_points, args.lr_schedule)
         seconds = time.perf_counter() - started
         print(f"\n{task}  ({args.seeds} fresh seeds x {len(ROBUST_LR_MULTIPLIERS)} lr multipliers x "
               f"{len(programs)} programs in {seconds:.0f} s)")

@@ -334,7 +334,7 @@ def simplify_cmd(
         section = config.funnel if has_funnel else config.fitness
         scoring = {"tasks": list(section.tasks), "steps": section.steps, "seeds": section.train_seeds,
                    "lr_multipliers": list(config.fitness.lr_multipliers), "worst": config.fitness.worst,
-                   "reference_cache": config.fitness.reference_cache}
+                   "reference_cache": config.fitness.reference_cache, "lr_schedule": config.fitness.lr_schedule}
         if tasks is None and seeds is None and steps is None:  # the run's settings: its saved references hold
             scoring["references"] = _run(run_references, path, "metaval" if has_funnel else "proxy", section.tasks)
     given = {"tasks": _names(tasks), "seeds": seeds, "steps": steps}
@@ -368,6 +368,7 @@ def transfer_cmd(
     seeds: int | None = typer.Option(None, help="seeds per configuration (RL default: 16)"),
     distilled: Path | None = typer.Option(None, "--distilled", help="RL: a distilled drift file, a fourth method"),
     steps: int | None = typer.Option(None, help="update rules: training steps per task"),
+    lr_schedule: str = typer.Option("constant", help="update rules: every optimizer's lr schedule: constant | cosine"),
     tuner: str = typer.Option("grid", help="update rules: how lr x wd is tuned: grid | bo (Bayesian optimization)"),
     budget: int | None = typer.Option(None, help="update rules: lr x wd trials per optimizer (default: the grid's size)"),
     fresh_seeds: int | None = typer.Option(None, help="update rules: fresh seeds the chosen point is reported on "
@@ -376,8 +377,9 @@ def transfer_cmd(
 ) -> None:
     """Evaluate discovered algorithms on held-out tasks against tuned baselines (table + plots)."""
     if len(sources) == 1 and _is_rl_source(sources[0]):
-        if tuner != "grid" or budget is not None or fresh_seeds is not None:
-            fail("--tuner, --budget and --fresh-seeds tune update rules; an RL transfer has no lr x wd to tune")
+        if tuner != "grid" or budget is not None or fresh_seeds is not None or lr_schedule != "constant":
+            fail("--tuner, --budget, --fresh-seeds and --lr-schedule are for update rules; an RL transfer has no lr "
+                 "x wd to tune")
         from discover.shared import rl_transfer  # deferred: gymnax starts JAX (module doc)
 
         closed_form = None if distilled is None else _run(rl_transfer.load_distilled, distilled)
@@ -393,7 +395,7 @@ def transfer_cmd(
         kwargs = {k: v for k, v in {"lr_grid": _floats(lr_grid, "--lr-grid"), "wd_grid": _floats(wd_grid, "--wd-grid"),
                                     "seeds": seeds, "fresh_seeds": fresh_seeds}.items() if v is not None}
         table = _run(run_transfer, programs, tasks=_names(tasks), baselines=_names(baselines),
-                           steps_override=steps, out_dir=out, console=console, tuner=tuner, budget=budget, **kwargs)
+                           steps_override=steps, lr_schedule=lr_schedule, out_dir=out, console=console, tuner=tuner, budget=budget, **kwargs)
     console.print(table, highlight=False, markup=False)
 
 

@@ -52,6 +52,10 @@ from envs.task_families import BUILDERS, hash_normal_init
 from envs.vector_families import BUILDERS as VECTOR_BUILDERS
 
 KINDS = ("proxy", "metaval", "target")
+# How a task's learning rate moves over training: each step's lr is the member's lr times the schedule's factor
+# (envs/train.py). "cosine" decays it to 0 over num_steps (optax.cosine_decay_schedule), as most training recipes
+# do; comparing optimizers under it keeps a rule from winning by building a decay into its step.
+LR_SCHEDULES = ("constant", "cosine")
 
 # Bump when a task's code changes what it computes: it is part of every task's `spec`, hence of the
 # tuned-AdamW baseline cache key (envs/baselines.py).
@@ -76,11 +80,25 @@ class Task:
     # the program bound to the data. None: the closures are compiled, data and all, once per task.
     program: Any = None
     data: Any = dataclasses.field(default=(), compare=False, repr=False)
+    lr_schedule: str = "constant"  # one of LR_SCHEDULES; "constant" is left out of `spec` (old cache keys hold)
 
     @property
     def fingerprint(self) -> str:
         """Short hash of `spec`: changes whenever the task's definition or its data changes."""
         return hashlib.sha256(self.spec.encode()).hexdigest()[:16]
+
+
+def with_lr_schedule(task: Task, schedule: str) -> Task:
+    """``task`` trained under the lr schedule ``schedule`` (its spec says so, hence its reference-cache key)."""
+    if schedule not in LR_SCHEDULES:
+        raise InputError(f"unknown lr schedule '{schedule}' (known: {', '.join(LR_SCHEDULES)})")
+    if schedule == task.lr_schedule:
+        return task
+    spec = json.loads(task.spec)
+    spec.pop("lr_schedule", None)
+    if schedule != "constant":
+        spec["lr_schedule"] = schedule
+    return dataclasses.replace(task, lr_schedule=schedule, spec=json.dumps(spec, sort_keys=True))
 
 
 @dataclasses.dataclass(frozen=True)

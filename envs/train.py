@@ -24,7 +24,7 @@ import numpy as np
 import optax
 
 from envs.task_data import hash_bits
-from envs.tasks import Task
+from envs.tasks import LR_SCHEDULES, Task
 
 # update_fn(opt_state, g, w, lr, t, h, opt_args) -> (update, opt_state); arrays (P, N) but lr (P,) and t ().
 UpdateFn = Callable[..., tuple[jax.Array, Any]]
@@ -233,6 +233,7 @@ def make_population_trainer(
     loss_scales[p] * loss, i.e. update_fn sees its gradient (and Hessian estimate) multiplied by that factor
     (the re-parameterization augmentation of Celo2: a scale-invariant rule is unaffected); the reported losses
     ('val_loss', 'train_loss', 'curve') stay unscaled. New scales never recompile.
+    Under the task's `lr_schedule` (envs.tasks.LR_SCHEDULES), update_fn's lr at step i is lrs * lr_factor(i).
     Cached: the same (task, update_fn, init_opt_state, options) returns the same trainer; its jitted `core` takes
     the task's data first and is shared with every task of the same program and num_steps (`task_program`).
     """
@@ -243,7 +244,7 @@ def make_population_trainer(
     if val_points < 1:
         raise ValueError(f"val_points must be >= 1, got {val_points}")
     trim_memory_after_compiles()
-    options = (init_opt_state, needs_hessian, hessian_every, curve_every, loss_scale, val_points)
+    options = (init_opt_state, needs_hessian, hessian_every, curve_every, loss_scale, val_points, task.lr_schedule)
 
     def make():
         program, data = task_program(task)
@@ -254,9 +255,20 @@ def make_population_trainer(
     return _cached(_TRAINERS, (update_fn, task, *options), make)
 
 
+def lr_factor(schedule: str, num_steps: int) -> Callable[[jax.Array], jax.Array]:
+    """step index -> the factor on the lr at that step under ``schedule`` (envs.tasks.LR_SCHEDULES)."""
+    if schedule == "constant":
+        return optax.constant_schedule(1.0)
+    if schedule == "cosine":
+        return optax.cosine_decay_schedule(1.0, num_steps)
+    raise ValueError(f"unknown lr schedule '{schedule}' (known: {', '.join(LR_SCHEDULES)})")
+
+
 def _data_trainer(program, num_steps: int, layout: FlatLayout, update_fn: UpdateFn, init_opt_state: InitOptState,
-                  needs_hessian: bool, hessian_every: int, curve_every: int, loss_scale: bool, val_points: int = 1):
+                  needs_hessian: bool, hessian_every: int, curve_every: int, loss_scale: bool, val_points: int = 1,
+                  lr_schedule: str = "constant"):
     """The jitted train(data, keys, lrs, opt_args[, loss_scales]) of `make_population_trainer`."""
+    factor = lr_factor(lr_schedule, num_steps)
     last_window = max(1, num_steps // 10)
     # val_points evaluations spaced `stride` steps apart, ending at the last step (the first no earlier than step 0)
     stride = max(1, last_window // val_points)
@@ -302,7 +314,8 @@ def _data_trainer(program, num_steps: int, layout: FlatLayout, update_fn: Update
             if scales is not None:
                 g = g * scales  # the gradient of scale * loss; `loss` (reported) stays unscaled
             t = (i + 1).astype(jnp.float32)
-            update, opt_state = update_fn(opt_state, g, w, lrs, t, h, opt_args)
+            step_lrs = lrs if lr_schedule == "constant" else lrs * factor(i)
+            update, opt_state = update_fn(opt_state, g, w, step_lrs, t, h, opt_args)
             w_new = w - update
             # Divergence guard: a member whose loss or params go non-finite is frozen (no NaN/inf arithmetic
             # in later steps) and reported as +inf from then on.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -187,3 +188,19 @@ def test_transfer_command_writes_its_report_and_names_bad_tasks(tmp_path):
     assert "| lion (program) |" in report and "| AdamW |" in report
     bad = runner.invoke(app, ["transfer", "lion", "--tasks", "nope", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "unknown task 'nope'" in bad.output and "Traceback" not in bad.output
+
+
+def test_transfer_under_a_cosine_schedule_says_so_and_a_bad_schedule_is_one_line(tmp_path):
+    from discover.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "transfer"
+    args = ["transfer", "adam", "--tasks", "noisy_quadratic_proxy", "--steps", "10", "--seeds", "1", "--lr-grid", "1",
+            "--wd-grid", "0", "--baselines", "adamw", "--lr-schedule", "cosine", "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "transfer.json").read_text())["settings"]["lr_schedule"] == "cosine"
+    assert "same cosine schedule" in (out / "transfer.md").read_text()
+    bad = runner.invoke(app, [*args[:-2], "--lr-schedule", "linear", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "unknown lr schedule 'linear'" in bad.output and "Traceback" not in bad.output
+    assert len(bad.stderr.strip().splitlines()) == 1

@@ -101,6 +101,12 @@ def test_an_internal_value_error_is_a_bug_not_bad_input(tmp_path, monkeypatch):
     assert isinstance(result.exception, ValueError)  # not dressed up as a one-line user error
 
 
+def test_an_unknown_lr_schedule_in_a_config_is_one_line_naming_the_key(tmp_path):
+    result = invoke("search", TINY, "--out", tmp_path, "--set", "fitness.lr_schedule=linear")
+    _one_line_error(result, "fitness.lr_schedule", "linear")
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
 @pytest.mark.parametrize("args, words", [
     (["search", "--bogus"], ["discover search", "--bogus"]),
     (["bogus"], ["bogus"]),

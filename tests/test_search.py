@@ -49,10 +49,20 @@ def test_override_errors_name_the_override():
 
 
 def test_shipped_configs_load():
-    for name in ("quickstart", "lion_search", "lion_search_gpu", "search_tiny"):
+    for name in ("quickstart", "lion_search", "lion_search_cosine", "lion_search_gpu", "search_tiny"):
         config = search.load_search_config(ROOT / "experiments" / f"{name}.yaml")
         assert config.kind == "update_rule" and config.start_from
     assert search.load_search_config(None).name == "quickstart"
+
+
+def test_the_lr_schedule_of_a_run_reaches_its_proxy_and_meta_validation_tasks():
+    from discover.searches.update_rules.steps import funnel_tasks, proxy_tasks
+
+    config = search.load_search_config(TINY, ["fitness.lr_schedule=cosine", "funnel.tasks=[charlm_metaval]"])
+    assert {t.lr_schedule for t in proxy_tasks(config) + funnel_tasks(config)} == {"cosine"}
+    constant = search.load_search_config(TINY, ["funnel.tasks=[charlm_metaval]"])
+    assert {t.lr_schedule for t in proxy_tasks(constant) + funnel_tasks(constant)} == {"constant"}
+    assert [t.name for t in funnel_tasks(config)] == ["charlm_metaval"]
 
 
 # ----------------------------------------------------------------------------------------------------------

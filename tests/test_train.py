@@ -9,8 +9,9 @@ import numpy as np
 import optax
 import pytest
 
+from discover.infra.errors import InputError
 from envs import baselines
-from envs.tasks import Task, get_task
+from envs.tasks import LR_SCHEDULES, Task, get_task, with_lr_schedule
 from envs.train import (
     adamw_init_opt_state,
     adamw_update_fn,
@@ -153,6 +154,37 @@ def test_late_window_val_loss_averages_the_validation_loss_of_earlier_iterates()
     assert "val_loss_window" not in finals[-1]  # only when asked for
     with pytest.raises(ValueError, match="val_points must be >= 1"):
         make_population_trainer(task, _sgd, _no_state, val_points=0)
+
+
+def test_a_cosine_task_moves_every_rule_s_lr_by_optax_cosine_decay():
+    """Under the task's cosine schedule, SGD trains exactly as SGD with optax's cosine factor applied by hand on a
+    constant-lr task; and the schedule changes what is learned (the last steps are almost still)."""
+    task = _diag_quadratic(num_steps=30)
+    cosine = with_lr_schedule(task, "cosine")
+    decay = optax.cosine_decay_schedule(1.0, 30)
+
+    def sgd_by_hand(opt_state, g, w, lr, t, h, opt_args):
+        return (lr * decay(t.astype(jnp.int32) - 1))[:, None] * g, opt_state  # t = step index + 1
+
+    lrs = jnp.full((4,), 0.3)
+    scheduled = make_population_trainer(cosine, _sgd, _no_state)(KEYS4, lrs, ())
+    by_hand = make_population_trainer(task, sgd_by_hand, _no_state)(KEYS4, lrs, ())
+    constant = make_population_trainer(task, _sgd, _no_state)(KEYS4, lrs, ())
+    np.testing.assert_allclose(scheduled["val_loss"], by_hand["val_loss"], rtol=1e-5)
+    assert not np.allclose(scheduled["val_loss"], constant["val_loss"], rtol=1e-3)
+
+
+def test_with_lr_schedule_keys_the_reference_cache_and_checks_the_name():
+    task = get_task("noisy_quadratic_proxy")
+    cosine = with_lr_schedule(task, "cosine")
+    assert cosine.lr_schedule == "cosine" and cosine.fingerprint != task.fingerprint
+    assert json.loads(cosine.spec)["lr_schedule"] == "cosine"
+    back = with_lr_schedule(cosine, "constant")
+    assert back.spec == task.spec and back.fingerprint == task.fingerprint  # old cache entries still hold
+    assert with_lr_schedule(task, "constant") is task
+    assert set(LR_SCHEDULES) == {"constant", "cosine"}
+    with pytest.raises(InputError, match="unknown lr schedule 'linear'"):
+        with_lr_schedule(task, "linear")
 
 
 def test_non_finite_updates_give_inf_val_loss_without_crashing():

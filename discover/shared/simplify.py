@@ -35,7 +35,7 @@ from discover.language.program import Program, ProgramError, parse
 from discover.language.rewrite import candidate_edits, canonicalize
 from discover.shared.scoring import ROBUST_LR_MULTIPLIERS, Scorer, with_steps
 from envs.baselines import adamw_reference
-from envs.tasks import get_task
+from envs.tasks import get_task, with_lr_schedule
 
 ScoreFn = Callable[[Sequence[Program]], np.ndarray]
 
@@ -237,12 +237,14 @@ class ScoringSetup:
     worst: float = DEFAULT_WORST
     reference_cache: pathlib.Path | None = None  # AdamW reference cache; None = checkpoints/.baselines.json
     references: dict | None = None  # precomputed AdamW references by task name (for these steps and seeds)
+    lr_schedule: str = "constant"  # every task's lr schedule (envs.tasks.LR_SCHEDULES)
 
     def describe(self) -> str:
         names = ", ".join(t if isinstance(t, str) else t.name for t in self.tasks)
         steps = "" if self.steps is None else f", {self.steps} steps"
+        schedule = "" if self.lr_schedule == "constant" else f", {self.lr_schedule} lr schedule"
         return (f"meta-validation tasks {names}{steps}, {self.seeds} seed(s), lr = tuned AdamW lr x "
-                f"{list(self.lr_multipliers)}")
+                f"{list(self.lr_multipliers)}{schedule}")
 
 
 def _load_program_file(path: pathlib.Path) -> Program:
@@ -286,7 +288,7 @@ def run_references(run_dir: str | os.PathLike, section: str, tasks: Sequence[str
 def scoring_setup(run: RunDir | None = None, *, tasks: Sequence | None = None, seeds: int | None = None,
                   steps: int | None = None, lr_multipliers: Sequence[float] | None = None,
                   worst: float = DEFAULT_WORST, reference_cache: str | os.PathLike | None = None,
-                  references: Mapping | None = None) -> ScoringSetup:
+                  references: Mapping | None = None, lr_schedule: str = "constant") -> ScoringSetup:
     """The settings the caller gave, the defaults for the others; a run directory's AdamW references are
     cached beside it (``<run root>/.baselines.json``), as its search did, unless ``reference_cache`` says."""
     if reference_cache is None and run is not None:
@@ -299,6 +301,7 @@ def scoring_setup(run: RunDir | None = None, *, tasks: Sequence | None = None, s
         worst=worst,
         reference_cache=pathlib.Path(reference_cache) if reference_cache is not None else None,
         references=dict(references) if references else None,
+        lr_schedule=lr_schedule,
     )
 
 
@@ -306,7 +309,8 @@ def make_score_fn(setup: ScoringSetup, program: Program, batch: int) -> ScoreFn:
     """The meta-validation fitness of :class:`discover.shared.scoring.Scorer` as ``score(programs)``."""
     if setup.seeds < 1:
         raise InputError(f"seeds must be >= 1, got {setup.seeds}")
-    tasks = [with_steps(get_task(t) if isinstance(t, str) else t, setup.steps) for t in setup.tasks]
+    tasks = [with_lr_schedule(with_steps(get_task(t) if isinstance(t, str) else t, setup.steps), setup.lr_schedule)
+             for t in setup.tasks]
     if not tasks:
         raise InputError("at least one meta-validation task is needed")
     refs = dict(setup.references or {})
@@ -348,7 +352,8 @@ def run_simplify(source, *, tolerance: float = DEFAULT_TOLERANCE, tasks: Sequenc
                  lr_multipliers: Sequence[float] | None = None, worst: float = DEFAULT_WORST,
                  references: Mapping | None = None, batch: int = DEFAULT_BATCH, max_rounds: int = 200,
                  reference_cache: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None,
-                 tb: bool = True, console=None, score: ScoreFn | None = None) -> tuple[Program, list[Step]]:
+                 tb: bool = True, console=None, score: ScoreFn | None = None,
+                 lr_schedule: str = "constant") -> tuple[Program, list[Step]]:
     """Simplify a program (a Program, a program file, or a search run directory's ``best.py``) and write
     ``simplify.md``, ``simplify.json`` and ``simplified.py`` into ``out_dir`` (default: the run directory,
     else a new ``checkpoints/simplify-<time>``), plus TensorBoard text/scalars under its ``tb/`` (``tb``).
@@ -356,7 +361,7 @@ def run_simplify(source, *, tolerance: float = DEFAULT_TOLERANCE, tasks: Sequenc
     Scoring (unless ``score`` is given): the meta-validation fitness of :class:`discover.shared.scoring.Scorer`
     on ``tasks`` (names or Task objects; default ``mlp_regression_metaval``), ``steps`` training steps
     (default: each task's own), ``seeds`` seeds (default 1), lr = tuned AdamW lr x ``lr_multipliers``
-    (default [1.0]), diverged = ``worst``. ``references``: AdamW references by task name already computed for
+    (default [1.0]) moved by ``lr_schedule``, diverged = ``worst``. ``references``: AdamW references by task name already computed for
     these tasks, steps and seeds (others are computed, cached in ``reference_cache``). This module reads no
     search config: to score like a search run did, the caller passes its settings (``discover simplify
     RUN_DIR`` passes the run's meta-validation funnel and its saved references). ``console``: a rich Console
@@ -370,7 +375,7 @@ def run_simplify(source, *, tolerance: float = DEFAULT_TOLERANCE, tasks: Sequenc
         raise ConfigError("at least one multiplier is needed", key="lr_multipliers")
     program, run = resolve_source(source)
     setup = scoring_setup(run, tasks=tasks, seeds=seeds, steps=steps, lr_multipliers=lr_multipliers, worst=worst,
-                          reference_cache=reference_cache, references=references)
+                          reference_cache=reference_cache, references=references, lr_schedule=lr_schedule)
     scoring = setup.describe() if score is None else "the given scorer"
     if score is None:
         try:

@@ -151,7 +151,7 @@ def run_transfer(programs: Mapping[str, Program], *, tasks: Sequence = ("target"
                  baselines: Sequence[str] = DEFAULT_BASELINES,
                  lr_grid: Sequence[float] = DEFAULT_LR_MULTIPLIERS, wd_grid: Sequence[float] = DEFAULT_WD_GRID,
                  seeds: int = DEFAULT_SEEDS, fresh_seeds: int = DEFAULT_FRESH_SEEDS, tuner: str = "grid",
-                 budget: int | None = None, steps_override: int | None = None,
+                 budget: int | None = None, steps_override: int | None = None, lr_schedule: str = "constant",
                  out_dir: str | os.PathLike | None = None, tb: bool = True, console=None) -> str:
     """Runs ``programs`` (label -> Program) and ``baselines`` on ``tasks`` and writes the report into
     ``out_dir`` (default: a new ``checkpoints/transfer-<time>``); returns the markdown of ``transfer.md``.
@@ -159,8 +159,8 @@ def run_transfer(programs: Mapping[str, Program], *, tasks: Sequence = ("target"
     ``lr_grid``: multipliers of each task's nominal lr; ``wd_grid``: decoupled weight decays (the step is
     ``w <- w - lr * wd * w``); with ``tuner='bo'`` they bound the box searched. ``budget``: (lr, wd) trials per
     optimizer (default: the grid's size). ``seeds``: tuning seeds per trial; ``fresh_seeds``: seeds of the
-    report at each chosen point; ``steps_override``: train every task this many steps instead of its own.
-    ``console``: a rich Console for progress lines."""
+    report at each chosen point; ``steps_override``: train every task this many steps instead of its own;
+    ``lr_schedule``: every optimizer's lr moves under it on every task (envs.tasks.LR_SCHEDULES). ``console``: a rich Console for progress lines."""
 
     multipliers = _check_grid("lr_grid", lr_grid, positive=True)
     wds = _check_grid("wd_grid", wd_grid, positive=False)
@@ -174,7 +174,8 @@ def run_transfer(programs: Mapping[str, Program], *, tasks: Sequence = ("target"
         raise InputError(f"transfer: two optimizers are called '{dup}' (rename the program)")
     if not optimizers:
         raise InputError("transfer: no programs and no baselines")
-    task_list = [with_steps(t, steps_override) for t in resolve_tasks(tasks)]
+    task_list = [task_registry.with_lr_schedule(with_steps(t, steps_override), lr_schedule)
+                 for t in resolve_tasks(tasks)]
 
     if out_dir is None:
         out = RunDir.create(root="checkpoints", name="transfer", config_yaml="# discover transfer\n")
@@ -185,7 +186,7 @@ def run_transfer(programs: Mapping[str, Program], *, tasks: Sequence = ("target"
     report: dict = {
         "settings": {"tuner": tuner, "budget": trials, "lr_multipliers": list(grid_mults), "wd_grid": list(grid_wds),
                      "seeds": seeds, "fresh_seeds": fresh_seeds, "fresh_seed_offset": FRESH_SEED_OFFSET,
-                     "steps_override": steps_override, "baselines": list(dict.fromkeys(baselines)),
+                     "steps_override": steps_override, "lr_schedule": lr_schedule, "baselines": list(dict.fromkeys(baselines)),
                      "selection": "lowest mean final val loss over the tuning seeds (trials with a diverged seed "
                                   "excluded); everything reported is measured again on the fresh seeds",
                      "verdict": f"paired t-interval ({CONFIDENCE:.0%}) of the mean per-seed difference on the fresh "

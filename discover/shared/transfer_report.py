@@ -200,7 +200,9 @@ def transfer_markdown(report: dict, sections: list[str], verdicts: list[str], op
          f"in the tables comes from them (± is the standard error over the fresh seeds), and each verdict is a "
          f"paired comparison on them: the {CONFIDENCE:.0%} t-interval of the mean per-seed difference "
          f"(`beats`/`loses to` when it excludes 0). 'edge' marks a chosen lr at the end of the lr range. "
-         f"Programs run through `to_optax` (what `discover export` gives)."), "",
+         f"Programs run through `to_optax` (what `discover export` gives)."
+         + (f" Every optimizer's lr follows the same {s['lr_schedule']} schedule over each task's steps (the tuned "
+            f"lr is its peak)." if s.get("lr_schedule", "constant") != "constant" else "")), "",
         "## Verdicts", "",
         *[f"- {v}" for v in verdicts], "",
         "## Results", "",

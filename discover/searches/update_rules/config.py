@@ -96,6 +96,10 @@ class FitnessSection:
         default_factory=lambda: list(ROBUST_LR_MULTIPLIERS),
         metadata={"min": 1e-6, "max": 1e6, "help": "lr input = tuned AdamW lr x each; a candidate keeps its best "
                                                    "(and AdamW's reference is its best over the same sweep)"})
+    lr_schedule: str = dataclasses.field(
+        default="constant", metadata={"choices": task_registry.LR_SCHEDULES,
+                                      "help": "lr schedule of every task of the run (proxy, meta-validation, "
+                                              "held-out targets) and every optimizer on it, AdamW included"})
     worst: float = dataclasses.field(
         default=1000.0, metadata={"min": 1.0, "help": "fitness of a diverged / NaN candidate (and the cap)"})
     reference_cache: str | None = dataclasses.field(

@@ -106,6 +106,8 @@ def proxy_description(config: SearchConfig) -> str:
     extra = [f"{fitness.per_generation} per generation"] if fitness.per_generation else []
     if fitness.loss_scale_range:
         extra.append(f"loss rescaled by a factor in {fitness.loss_scale_range}")
+    if fitness.lr_schedule != "constant":
+        extra.append(f"every task and optimizer under a {fitness.lr_schedule} lr schedule")
     return tasks + (f" ({'; '.join(extra)})" if extra else "")
 
 

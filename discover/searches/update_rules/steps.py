@@ -43,7 +43,13 @@ def proxy_tasks(config: SearchConfig) -> list[task_registry.Task]:
     fitness = config.fitness
     tasks = sample_task_pool(config.seed, fitness.pool) if fitness.pool else \
         [task_registry.get_task(n) for n in fitness.tasks]
-    return [with_steps(t, fitness.steps) for t in tasks]
+    return [task_registry.with_lr_schedule(with_steps(t, fitness.steps), fitness.lr_schedule) for t in tasks]
+
+
+def funnel_tasks(config: SearchConfig) -> list[task_registry.Task]:
+    """The meta-validation tasks, trained ``funnel.steps`` steps when given, under the run's lr schedule."""
+    return [task_registry.with_lr_schedule(with_steps(task_registry.get_task(n), config.funnel.steps),
+                                           config.fitness.lr_schedule) for n in config.funnel.tasks]
 
 
 def generation_tasks(config: SearchConfig, n_tasks: int, generation: int) -> tuple[list[int], list[float]]:
@@ -66,7 +72,7 @@ def load_or_compute_references(config: SearchConfig, run_dir: RunDir) -> dict:
     cache = config.fitness.reference_cache or (run_dir.path.parent / ".baselines.json")
     refs = {
         "proxy": compute_references(proxy_tasks(config), None, config.fitness.train_seeds, cache),
-        "metaval": compute_references(config.funnel.tasks, config.funnel.steps, config.funnel.train_seeds, cache),
+        "metaval": compute_references(funnel_tasks(config), None, config.funnel.train_seeds, cache),
     }
     run_dir.write_json("references.json", refs)
     return refs
@@ -103,7 +109,7 @@ def make_context(config: SearchConfig, references: dict, profile: Profile | None
         proxy = swept_against_adamw(proxy)
     metaval = None
     if config.funnel.tasks:
-        metaval = Scorer(tasks=[with_steps(task_registry.get_task(n), config.funnel.steps) for n in config.funnel.tasks],
+        metaval = Scorer(tasks=funnel_tasks(config),
                          references=references["metaval"], train_seeds=config.funnel.train_seeds,
                          batch=config.funnel.top_k, **common)
         with profile.section("training"):
