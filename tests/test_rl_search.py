@@ -80,6 +80,8 @@ def test_minatar_config_uses_purejaxrl_minatar_settings():
         ("horizon.multiples=[0]", "horizon.multiples"),
         ("env.extra=[CartPole-v1]", "extra must name envs other than name"),
         ("env.extra=[Catch]", "env.extra[0]: must be one of"),
+        ("horizon.per_env={Acrobot-v1: [1]}", "horizon.per_env: 'Acrobot-v1' is not a meta-training env"),
+        ("horizon.per_env={CartPole-v1: []}", "per_env.CartPole-v1 must name at least one horizon"),
     ],
 )
 def test_bad_config_is_one_line_naming_the_key(override, expected):
@@ -354,3 +356,25 @@ def test_generations_draw_every_env_and_horizon_one_compile_per_env(two_env_run)
         metrics = ctx.search.train_rows(keys, rows, n, env=ctx.search.bucket_env[bucket])
         assert np.asarray(metrics["episode_count"])[..., :n].sum() > 0
     assert [train.compiles() for train in ctx.search.trains] == [1, 1]
+
+
+@pytest.mark.slow
+def test_an_env_with_its_own_lifetimes_gets_only_those_buckets(two_env_run):
+    """horizon.per_env: Catch meta-trained at 1x only, CartPole at 1x and 2x: three buckets, each with its own
+    env's baselines at its own multiple, all drawn."""
+    root, _, _, _ = two_env_run
+    config = load_config(RLSearchConfig, TINY, [f"fitness.cache_dir={root / 'cache'}", "env.extra=[Catch-bsuite]",
+                                                "ppo.total_timesteps=4096", "horizon.per_env={Catch-bsuite: [1]}"])
+    run = RunDir.create(root, "per-env", dump_config(config))
+    search = RLObjectiveSearch()
+    ctx = search.prepare(config, run, NullProgress())
+    assert ctx.search.bucket_env == (0, 0, 1) and ctx.search.multiples == (1.0, 2.0, 1.0)
+    assert [ctx.search.label(k) for k in range(3)] == ["CartPole-v1 1", "CartPole-v1 2", "Catch-bsuite 1"]
+    assert [h["multiple"] for h in run.read_json("baselines-Catch-bsuite.json")["horizons"]] == [1.0]
+    assert [h["multiple"] for h in run.read_json("baselines.json")["horizons"]] == [1.0, 2.0]
+    catch = ctx.baseline_entry(2)
+    assert catch["multiple"] == 1.0 and catch["ppo"]["mean"] <= 1.0  # Catch's returns, not CartPole's
+    assert ctx.baseline_entry(1)["multiple"] == 2.0 and ctx.baseline_entry(1)["ppo"]["mean"] > 100.0
+    state = search.init(ctx)
+    drawn = {int(ctx.search.propose_fn(state._replace(key=jax.random.PRNGKey(i)))[-1][-1]) for i in range(24)}
+    assert drawn == {0, 1, 2}

@@ -390,6 +390,8 @@ def run_rl_transfer(
 def _markdown(drift_file, meta, train_env, train_ppo, seeds, rows, aggregates, methods) -> str:
     trained = meta.get("horizons")
     lifetimes = f", lifetimes {', '.join(f'{m:g}x' for m in trained)}" if trained else ""
+    for env, multiples in (meta.get("env_horizons") or {}).items():  # horizon.per_env
+        lifetimes += f" ({env}: {', '.join(f'{m:g}x' for m in multiples)})"
     title = (f"Transfer of {drift_file.name} (meta-trained on {train_env}, {train_ppo.total_timesteps:,} steps"
              f"{lifetimes}), {seeds} seeds per method and cell")
     undefined = sum(not r["defined"] for r in rows)

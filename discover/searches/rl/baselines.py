@@ -58,8 +58,8 @@ def random_policy(env_name: str, ppo: PPOConfig, max_updates: int):
 
 
 def horizon_updates(config: RLSearchConfig, env: str | None = None) -> tuple[int, ...]:
-    """Updates per lifetime at each of ``horizon.multiples`` on ``env`` (default ``env.name``)."""
-    return tuple(num_updates(config.ppo_at(m, env)) for m in config.horizon.multiples)
+    """Updates per lifetime at each multiple meta-trained on ``env`` (default ``env.name``)."""
+    return tuple(num_updates(config.ppo_at(m, env)) for m in config.horizon.of(env or config.env.name))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -109,14 +109,14 @@ def compute_baselines(env_name: str, ppo: PPOConfig, drift: DriftConfig, multipl
     return {"env": env_name, "horizons": horizons}
 
 
-def check_defined(baselines: dict) -> None:
+def check_defined(baselines: dict, key: str = "horizon.multiples") -> None:
     """InputError (one line) if PPO is not above random beyond noise at some meta-training horizon: the score
     there would be undefined."""
     bad = [h for h in baselines["horizons"] if not h["defined"]]
     if bad:
         h = bad[0]
         raise InputError(
-            f"horizon.multiples: on {baselines['env']} at {h['multiple']:g}x ({h['total_timesteps']:,} steps) PPO "
+            f"{key}: on {baselines['env']} at {h['multiple']:g}x ({h['total_timesteps']:,} steps) PPO "
             f"({h['ppo']['mean']:.1f}) is not above a random policy ({h['random']['mean']:.1f}) beyond noise, so "
             "no score is defined there; drop that multiple or lengthen ppo.total_timesteps"
         )
@@ -135,7 +135,7 @@ def load_or_compute_baselines(config: RLSearchConfig, run_dir: RunDir, env: str 
     if run_dir.file(name).is_file():
         return run_dir.read_json(name)
     ppo = config.ppo_config_of(env)
-    multiples = list(config.horizon.multiples)
+    multiples = config.horizon.of(env)
     key = baseline_cache_key(env, ppo, config.drift, multiples, config.fitness.baseline_seeds)
     cache_dir = (
         pathlib.Path(config.fitness.cache_dir)

@@ -97,11 +97,28 @@ class HorizonSection:
         },
     )
 
+    per_env: dict[str, list[float]] = dataclasses.field(
+        default_factory=dict,
+        metadata={
+            "min": 1e-3,
+            "max": 1e3,
+            "help": "env -> its own multiples, in place of multiples (e.g. only short lifetimes on an env whose "
+            "longer ones PPO already solves: a bucket where every drift scores at PPO's ceiling costs a "
+            "generation and gives the ES no signal)",
+        },
+    )
+
     def __post_init__(self) -> None:
-        if not self.multiples:
-            raise ValueError("multiples must name at least one horizon")
-        if len(set(self.multiples)) != len(self.multiples):
-            raise ValueError(f"multiples must be distinct, got {list(self.multiples)}")
+        for key, multiples in (("multiples", self.multiples),
+                               *((f"per_env.{env}", m) for env, m in self.per_env.items())):
+            if not multiples:
+                raise ValueError(f"{key} must name at least one horizon")
+            if len(set(multiples)) != len(multiples):
+                raise ValueError(f"{key} must be distinct, got {list(multiples)}")
+
+    def of(self, env: str) -> list[float]:
+        """The multiples meta-trained on ``env``."""
+        return list(self.per_env.get(env, self.multiples))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,6 +162,10 @@ class RLSearchConfig(BaseSearchConfig):
             )
         for env in self.env.names:
             validate(self.ppo_config_of(env))
+        unknown = [env for env in self.horizon.per_env if env not in self.env.names]
+        if unknown:
+            raise ValueError(f"horizon.per_env: {unknown[0]!r} is not a meta-training env "
+                             f"(env.name and env.extra: {', '.join(self.env.names)})")
 
     @property
     def ppo_config(self) -> PPOConfig:

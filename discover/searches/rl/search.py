@@ -1,7 +1,7 @@
 """RL-objective search: evolution strategies over a drift network (LPO / TA-LPO).
 
 One generation: a training horizon is drawn from ``horizon.multiples`` (uniformly; log-spaced multiples make
-lifetimes log-uniform), with several meta-training envs (``env.extra``) an (env, horizon) pair; the ES proposes
+lifetimes log-uniform; ``horizon.per_env`` gives an env its own), with several meta-training envs (``env.extra``) an (env, horizon) pair; the ES proposes
 ``popsize`` drift-parameter vectors; every one of them, and the ES mean as one extra row, trains
 ``es.train_seeds`` PPO-style agents from scratch for that horizon (``envs.ppo``, all rows x seeds in one jitted
 call compiled once per env for every horizon, the same training seeds for every row); a row's score is its mean
@@ -140,8 +140,8 @@ class RunContext:
 
     def baseline_entry(self, bucket: int) -> dict:
         """The baselines (PPO, DPO, random policy) of one bucket's env and horizon."""
-        per_env = len(self.search.multiples) // len(self.baselines)
-        return self.baselines[self.search.bucket_env[bucket]]["horizons"][bucket % per_env]
+        env = self.search.bucket_env[bucket]
+        return self.baselines[env]["horizons"][self.search.bucket_env[:bucket].count(env)]
 
     def baseline_curves(self, bucket: int | None = None) -> dict[str, np.ndarray]:
         entry = self.baseline_entry(self.reference_bucket if bucket is None else bucket)
@@ -162,6 +162,8 @@ def _drift_meta(config: RLSearchConfig, **extra) -> dict:
         # the further meta-training envs with their PPO settings (discover transfer scores them as trained on)
         "env_ppo": {env: dataclasses.asdict(config.ppo_config_of(env)) for env in config.env.extra},
         "horizons": [float(m) for m in config.horizon.multiples],
+        # envs meta-trained on other lifetimes than "horizons" (horizon.per_env)
+        "env_horizons": {env: [float(m) for m in ms] for env, ms in config.horizon.per_env.items()},
         "es": dataclasses.asdict(config.es),
         "seed": config.seed,
         **extra,
@@ -245,8 +247,8 @@ class RLObjectiveSearch:
         envs = config.env.names
         progress.phase(f"rl_objective {config.name}: PPO/DPO/random normalizer on {', '.join(envs)}")
         baselines = [load_or_compute_baselines(config, run_dir, env) for env in envs]
-        for entry in baselines:
-            check_defined(entry)
+        for env, entry in zip(envs, baselines):
+            check_defined(entry, f"horizon.per_env.{env}" if env in config.horizon.per_env else "horizon.multiples")
         updates = [horizon_updates(config, env) for env in envs]
         mesh = population_mesh(config.devices)
         horizons = [h for entry in baselines for h in entry["horizons"]]  # bucket order: env by env
@@ -254,10 +256,10 @@ class RLObjectiveSearch:
             config=config, family=family, strategy=strategy,
             trains=tuple(sharded(population_trainer(env, config.ppo_config_of(env), config.drift, max(n)), mesh)
                          for env, n in zip(envs, updates)),
-            rows=config.es.popsize + 1, multiples=tuple(float(m) for _ in envs for m in config.horizon.multiples),
+            rows=config.es.popsize + 1, multiples=tuple(float(m) for env in envs for m in config.horizon.of(env)),
             horizon_updates=tuple(u for n in updates for u in n), ppo_returns=tuple(h["ppo"]["mean"] for h in horizons),
             random_returns=tuple(h["random"]["mean"] for h in horizons),
-            bucket_env=tuple(e for e in range(len(envs)) for _ in config.horizon.multiples),
+            bucket_env=tuple(e for e, env in enumerate(envs) for _ in config.horizon.of(env)),
         )
         return RunContext(ctx, run_dir, baselines)
 
