@@ -123,6 +123,28 @@ def test_h_is_rejected_where_the_search_space_has_no_hessian():
     assert (info.value.line, info.value.col) == (1, 13)
 
 
+def test_a_spurious_system_error_from_ast_parse_is_retried(monkeypatch):
+    """CPython < 3.11.8 (gh-106905) may raise SystemError from ast.parse while other threads run: parse again."""
+    import ast
+
+    from discover.language import program as program_module
+
+    real, calls = ast.parse, []
+
+    def flaky(text, *args, **kwargs):
+        calls.append(text)
+        if len(calls) == 1:
+            raise SystemError("AST constructor recursion depth mismatch (before=72, after=39)")
+        return real(text, *args, **kwargs)
+
+    monkeypatch.setattr(program_module.ast, "parse", flaky)
+    text = "def r(g, w, m, v, lr, t):\n    return lr * g, m, v\n"
+    assert str(parse(text)) == str(program_module.parse(text)) and len(calls) == 3
+    monkeypatch.setattr(program_module.ast, "parse", lambda *a, **k: (_ for _ in ()).throw(SystemError("x")))
+    with pytest.raises(SystemError):  # a persistent SystemError is a real error, not hidden
+        parse(text)
+
+
 def test_non_string_input_is_a_program_error():
     with pytest.raises(ProgramError, match="must be a string"):
         parse(b"def f(g):\n    return g\n")

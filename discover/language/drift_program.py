@@ -39,7 +39,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from discover.language.ops import INFIX, OP_BY_NAME
-from discover.language.program import ProgramError, Statement, _describe, _err, _Flattener, backward_live
+from discover.language.program import (
+    ProgramError,
+    Statement,
+    _describe,
+    _err,
+    _Flattener,
+    backward_live,
+    parse_python,
+)
 
 INPUTS = ("r", "A", "progress", "log_n")
 # Elementwise ops of arity 1 or 2, in encoding order (op id = index + 1; 0 is `copy`). Append only.
@@ -87,7 +95,7 @@ def parse_drift(text: str, *, max_len: int = MAX_LEN, ops: Sequence[str] | None 
     if not isinstance(text, str):
         raise ProgramError(f"program text must be a string, got {type(text).__name__}")
     try:
-        tree = ast.parse(text)
+        tree = parse_python(text)
     except SyntaxError as e:
         raise ProgramError(f"syntax error: {e.msg}", e.lineno, max(e.offset or 1, 1)) from None
     except (ValueError, MemoryError, RecursionError):

@@ -225,12 +225,29 @@ def _describe(node) -> str:
     return names.get(type(node), type(node).__name__)
 
 
+# CPython before 3.11.8 / 3.12.1 (gh-106905) can raise a spurious SystemError "AST constructor recursion depth
+# mismatch" from ast.parse when another thread runs Python code meanwhile (a search's background checkpoint and
+# TensorBoard threads): it killed an update-rule search at generation 20. The text is fine; parsing again works.
+AST_PARSE_TRIES = 3
+
+
+def parse_python(text: str) -> ast.Module:
+    """``ast.parse(text)``, tried again on CPython's spurious SystemError (gh-106905)."""
+    for attempt in range(AST_PARSE_TRIES):
+        try:
+            return ast.parse(text)
+        except SystemError:
+            if attempt == AST_PARSE_TRIES - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def parse(text: str, *, max_len: int = MAX_LEN, allow_h: bool = True) -> Program:
     """Parse and validate a program; raises :class:`ProgramError` (with line:col) for every defect."""
     if not isinstance(text, str):
         raise ProgramError(f"program text must be a string, got {type(text).__name__}")
     try:
-        tree = ast.parse(text)
+        tree = parse_python(text)
     except SyntaxError as e:
         if e.lineno is None:  # null bytes: the parser gives no location
             raise _bad_character(text) from None
