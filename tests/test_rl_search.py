@@ -378,3 +378,16 @@ def test_an_env_with_its_own_lifetimes_gets_only_those_buckets(two_env_run):
     state = search.init(ctx)
     drawn = {int(ctx.search.propose_fn(state._replace(key=jax.random.PRNGKey(i)))[-1][-1]) for i in range(24)}
     assert drawn == {0, 1, 2}
+
+
+def test_the_headline_names_the_buckets_when_an_env_has_its_own_lifetimes():
+    from discover.searches.rl.search import RLSummary
+
+    per = {label: {"mean": 1.0, "stderr": 0.0} for label in ("CartPole-v1 1", "CartPole-v1 2", "Catch-bsuite 1")}
+    summary = RLSummary(kind="rl_objective", name="t", run_dir="r", generations_done=1, generations=1,
+                        env="CartPole-v1", envs=["CartPole-v1", "Catch-bsuite"], total_timesteps=4096,
+                        horizons=[1.0, 2.0], per_horizon={"learned": per})
+    assert "averaged over its 3 (env, horizon) buckets, on lifetimes 1x, 2x of 4,096 steps" in summary.headline()[0]
+    full = dict(per, **{"Catch-bsuite 2": {"mean": 1.0, "stderr": 0.0}})
+    summary.per_horizon = {"learned": full}
+    assert "averaged over horizons 1x, 2x of 4,096 steps" in summary.headline()[0]

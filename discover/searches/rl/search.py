@@ -95,12 +95,15 @@ class RLSummary(Summary):
     history: dict = dataclasses.field(default_factory=dict)
 
     def headline(self) -> list[str]:
-        horizons = ", ".join(f"{m:g}x" for m in self.horizons)
         learned = self.per_horizon.get("learned", {})
+        horizons = "horizons " + ", ".join(f"{m:g}x" for m in self.horizons)
+        if len(learned) not in (0, len(self.horizons) * len(self.envs or [self.env])):  # horizon.per_env
+            horizons = f"its {len(learned)} (env, horizon) buckets, on lifetimes"
+            horizons += " " + ", ".join(f"{m:g}x" for m in self.horizons)
         per = "  ".join(f"{m}x {v['mean']:.3f}" for m, v in learned.items())
         return [
             (f"normalized return on {' + '.join(self.envs or [self.env])} (PPO = 1, random policy = 0; mean ± "
-             f"standard error, averaged over horizons {horizons} of {self.total_timesteps:,} steps):"),
+             f"standard error, averaged over {horizons} of {self.total_timesteps:,} steps):"),
             (f"  learned drift ({self.best_drift_is}): {self.best_drift_normalized_return:.3f} ± "
              f"{self.best_drift_stderr:.3f}  ({self.final_eval_runs} fresh runs per horizon, seeds not used to "
              "choose it)"),
