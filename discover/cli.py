@@ -334,7 +334,8 @@ def simplify_cmd(
         section = config.funnel if has_funnel else config.fitness
         scoring = {"tasks": list(section.tasks), "steps": section.steps, "seeds": section.train_seeds,
                    "lr_multipliers": list(config.fitness.lr_multipliers), "worst": config.fitness.worst,
-                   "reference_cache": config.fitness.reference_cache, "lr_schedule": config.fitness.lr_schedule}
+                   "reference_cache": config.fitness.reference_cache, "lr_schedule": config.fitness.lr_schedule,
+                   "aggregate": config.funnel.aggregate if has_funnel else "mean"}
         if tasks is None and seeds is None and steps is None:  # the run's settings: its saved references hold
             scoring["references"] = _run(run_references, path, "metaval" if has_funnel else "proxy", section.tasks)
     given = {"tasks": _names(tasks), "seeds": seeds, "steps": steps}

@@ -31,6 +31,8 @@ TINY = ROOT / "experiments" / "search_tiny.yaml"
     ("evolution:\n  population: 4\n  tournament: 9\n", "evolution", "tournament (9) must be <= population (4)"),
     ("start_from: [sophia]\n", "", "outside the search space"),
     ("evolution:\n  mutation: {swap: 1.0}\n", "evolution", "unknown mutation 'swap'"),
+    ("funnel:\n  aggregate: median\n", "funnel.aggregate", "must be one of"),
+    ("fitness:\n  lr_schedule: linear\n", "fitness.lr_schedule", "must be one of"),
 ])
 def test_config_errors_are_one_line_naming_file_and_key(tmp_path, yaml_text, key, what):
     path = tmp_path / "bad.yaml"

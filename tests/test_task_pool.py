@@ -189,6 +189,14 @@ def test_the_scorer_compiles_one_trainer_for_a_bucket(bucket):
     scores = scorer.score([seed("sgd"), seed("momentum")], loss_scales=[1.0, 10.0])
     assert scorer.compiles() == 1 and scorer.trainer(bucket[0]) is scorer.trainer(bucket[1])
     assert np.isfinite(scores.per_task).all() and not np.allclose(scores.per_task[:, 0], scores.per_task[:, 1])
+    np.testing.assert_allclose(scores.fitness, scores.per_task.mean(axis=1))
+    worst = dataclasses.replace(scorer, aggregate="worst").score([seed("sgd"), seed("momentum")],
+                                                                 loss_scales=[1.0, 10.0])
+    np.testing.assert_allclose(worst.per_task, scores.per_task)  # same training, combined differently
+    np.testing.assert_allclose(worst.fitness, scores.per_task.max(axis=1))
+    assert (worst.fitness > scores.fitness).all()  # the tasks differ, so the worst is above the mean
+    with pytest.raises(ValueError, match="aggregate must be one of"):
+        dataclasses.replace(scorer, aggregate="median")
 
 
 # ------------------------------------------------------------------------------------- loss-scale augmentation

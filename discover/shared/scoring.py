@@ -1,7 +1,8 @@
 """Scoring update-rule programs: one population-trainer call per task for a whole (padded) batch.
 
 Fitness (lower is better): per task, final validation loss / tuned AdamW's, mean over training seeds, best over
-learning-rate multipliers, then the mean over tasks; non-finite -> ``worst``. Shared by the update-rule search,
+learning-rate multipliers, then the mean over tasks (or the worst task, ``Scorer.aggregate``); non-finite ->
+``worst``. Shared by the update-rule search,
 simplify and transfer."""
 
 from __future__ import annotations
@@ -77,10 +78,13 @@ def release_trainers() -> None:
 # or halving a rule's step maps the sweep onto itself, so a rule cannot score better by rescaling its step (a
 # coarser grid, e.g. 0.03, 0.1, 0.3, 1, 3, let `2 * adamw` beat AdamW by 30% on the noisy quadratic).
 ROBUST_LR_MULTIPLIERS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0, 2.0, 4.0)
+# How a candidate's per-task scores combine into its fitness: "mean" over tasks, or its "worst" task (the largest
+# relative loss: a gain on one task cannot hide a loss on another).
+AGGREGATES = ("mean", "worst")
 
 
 class Scores(NamedTuple):
-    fitness: np.ndarray  # (n,) mean over tasks of the relative loss, non-finite -> worst
+    fitness: np.ndarray  # (n,) mean (or worst, Scorer.aggregate) over tasks of the relative loss, non-finite -> worst
     per_task: np.ndarray  # (n, T)
     nonfinite: np.ndarray  # (n,) bool: worst on some task because training diverged / gave NaN
     multiplier: np.ndarray | None = None  # (n, T) the lr multiplier each score was reached with (NaN: none)
@@ -126,6 +130,11 @@ class Scorer:
     devices: Any = 1  # the population axis is sharded over this many devices ("all" or N)
     first_seed: int = 0  # training seeds first_seed, first_seed + 1, ...: 0 is the references' own seeds
     loss_scale: bool = False  # score(..., loss_scales=) may rescale each task's training loss (augmentation)
+    aggregate: str = "mean"  # per-task scores -> fitness: AGGREGATES
+
+    def __post_init__(self) -> None:
+        if self.aggregate not in AGGREGATES:
+            raise ValueError(f"aggregate must be one of {AGGREGATES}, got {self.aggregate!r}")
 
     @property
     def members_per_candidate(self) -> int:
@@ -195,7 +204,8 @@ class Scorer:
             chosen.append(multipliers[chosen_lr_index(val[:n])])
             bad |= nonfinite
         per_task = np.stack(per_task, axis=1)
-        return Scores(per_task.mean(axis=1), per_task, bad, np.stack(chosen, axis=1))
+        fitness = per_task.mean(axis=1) if self.aggregate == "mean" else per_task.max(axis=1)
+        return Scores(fitness, per_task, bad, np.stack(chosen, axis=1))
 
     def swept(self, program: Program) -> Scorer:
         """This scorer with each task's reference replaced by ``program``'s own best seed-mean val loss over the

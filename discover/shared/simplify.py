@@ -238,13 +238,15 @@ class ScoringSetup:
     reference_cache: pathlib.Path | None = None  # AdamW reference cache; None = checkpoints/.baselines.json
     references: dict | None = None  # precomputed AdamW references by task name (for these steps and seeds)
     lr_schedule: str = "constant"  # every task's lr schedule (envs.tasks.LR_SCHEDULES)
+    aggregate: str = "mean"  # per-task scores -> fitness (discover.shared.scoring.AGGREGATES)
 
     def describe(self) -> str:
         names = ", ".join(t if isinstance(t, str) else t.name for t in self.tasks)
         steps = "" if self.steps is None else f", {self.steps} steps"
         schedule = "" if self.lr_schedule == "constant" else f", {self.lr_schedule} lr schedule"
+        worst = "" if self.aggregate == "mean" else ", fitness = the worst task's"
         return (f"meta-validation tasks {names}{steps}, {self.seeds} seed(s), lr = tuned AdamW lr x "
-                f"{list(self.lr_multipliers)}{schedule}")
+                f"{list(self.lr_multipliers)}{schedule}{worst}")
 
 
 def _load_program_file(path: pathlib.Path) -> Program:
@@ -288,7 +290,8 @@ def run_references(run_dir: str | os.PathLike, section: str, tasks: Sequence[str
 def scoring_setup(run: RunDir | None = None, *, tasks: Sequence | None = None, seeds: int | None = None,
                   steps: int | None = None, lr_multipliers: Sequence[float] | None = None,
                   worst: float = DEFAULT_WORST, reference_cache: str | os.PathLike | None = None,
-                  references: Mapping | None = None, lr_schedule: str = "constant") -> ScoringSetup:
+                  references: Mapping | None = None, lr_schedule: str = "constant",
+                  aggregate: str = "mean") -> ScoringSetup:
     """The settings the caller gave, the defaults for the others; a run directory's AdamW references are
     cached beside it (``<run root>/.baselines.json``), as its search did, unless ``reference_cache`` says."""
     if reference_cache is None and run is not None:
@@ -302,6 +305,7 @@ def scoring_setup(run: RunDir | None = None, *, tasks: Sequence | None = None, s
         reference_cache=pathlib.Path(reference_cache) if reference_cache is not None else None,
         references=dict(references) if references else None,
         lr_schedule=lr_schedule,
+        aggregate=aggregate,
     )
 
 
@@ -320,7 +324,7 @@ def make_score_fn(setup: ScoringSetup, program: Program, batch: int) -> ScoreFn:
             refs[task.name] = adamw_reference(task, seeds=setup.seeds, cache_path=cache)
     scorer = Scorer(tasks=tasks, references=refs, train_seeds=setup.seeds, lr_multipliers=setup.lr_multipliers,
                     worst=setup.worst, batch=batch, max_len=max(8, len(program)),
-                    n_state=max(1, len(program.state)), needs_hessian=program.reads_h)
+                    n_state=max(1, len(program.state)), needs_hessian=program.reads_h, aggregate=setup.aggregate)
     return score_fn(scorer)
 
 
@@ -353,7 +357,7 @@ def run_simplify(source, *, tolerance: float = DEFAULT_TOLERANCE, tasks: Sequenc
                  references: Mapping | None = None, batch: int = DEFAULT_BATCH, max_rounds: int = 200,
                  reference_cache: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None,
                  tb: bool = True, console=None, score: ScoreFn | None = None,
-                 lr_schedule: str = "constant") -> tuple[Program, list[Step]]:
+                 lr_schedule: str = "constant", aggregate: str = "mean") -> tuple[Program, list[Step]]:
     """Simplify a program (a Program, a program file, or a search run directory's ``best.py``) and write
     ``simplify.md``, ``simplify.json`` and ``simplified.py`` into ``out_dir`` (default: the run directory,
     else a new ``checkpoints/simplify-<time>``), plus TensorBoard text/scalars under its ``tb/`` (``tb``).
@@ -361,7 +365,7 @@ def run_simplify(source, *, tolerance: float = DEFAULT_TOLERANCE, tasks: Sequenc
     Scoring (unless ``score`` is given): the meta-validation fitness of :class:`discover.shared.scoring.Scorer`
     on ``tasks`` (names or Task objects; default ``mlp_regression_metaval``), ``steps`` training steps
     (default: each task's own), ``seeds`` seeds (default 1), lr = tuned AdamW lr x ``lr_multipliers``
-    (default [1.0]) moved by ``lr_schedule``, diverged = ``worst``. ``references``: AdamW references by task name already computed for
+    (default [1.0]) moved by ``lr_schedule``, diverged = ``worst``, tasks combined by ``aggregate``. ``references``: AdamW references by task name already computed for
     these tasks, steps and seeds (others are computed, cached in ``reference_cache``). This module reads no
     search config: to score like a search run did, the caller passes its settings (``discover simplify
     RUN_DIR`` passes the run's meta-validation funnel and its saved references). ``console``: a rich Console
@@ -375,7 +379,8 @@ def run_simplify(source, *, tolerance: float = DEFAULT_TOLERANCE, tasks: Sequenc
         raise ConfigError("at least one multiplier is needed", key="lr_multipliers")
     program, run = resolve_source(source)
     setup = scoring_setup(run, tasks=tasks, seeds=seeds, steps=steps, lr_multipliers=lr_multipliers, worst=worst,
-                          reference_cache=reference_cache, references=references, lr_schedule=lr_schedule)
+                          reference_cache=reference_cache, references=references, lr_schedule=lr_schedule,
+                          aggregate=aggregate)
     scoring = setup.describe() if score is None else "the given scorer"
     if score is None:
         try:

@@ -15,7 +15,7 @@ from discover.language.mutation import DEFAULT_WEIGHTS
 from discover.language.ops import OP_BY_NAME
 from discover.shared import cbo
 from discover.shared.es import STRATEGY_NAMES
-from discover.shared.scoring import ROBUST_LR_MULTIPLIERS
+from discover.shared.scoring import AGGREGATES, ROBUST_LR_MULTIPLIERS
 from envs import tasks as task_registry
 from search_spaces.update_rules import PROGRAM_NAMES, UpdateRuleSpace, seed
 
@@ -126,6 +126,11 @@ class FunnelSection:
     top_k: int = dataclasses.field(default=4, metadata={"min": 1, "help": "distinct programs re-scored"})
     train_seeds: int = dataclasses.field(
         default=1, metadata={"min": 1, "help": "training seeds on meta-validation", "renamed_from": "seeds"})
+    aggregate: str = dataclasses.field(
+        default="mean", metadata={"choices": AGGREGATES,
+                                  "help": "a program's meta-validation fitness over its tasks: the mean, or its worst "
+                                          "task (a gain on one task cannot hide a loss on another); the hall, the "
+                                          "robustness check and simplify all use it"})
 
 
 @dataclasses.dataclass(frozen=True)

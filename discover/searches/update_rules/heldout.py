@@ -29,7 +29,7 @@ import numpy as np
 from discover.infra.rundir import RunDir
 from discover.language.program import Program, parse
 from discover.searches.update_rules.config import HeldoutSection, SearchConfig
-from discover.searches.update_rules.report import proxy_description
+from discover.searches.update_rules.report import metaval_description, proxy_description
 from discover.searches.update_rules.state import SearchState
 from discover.searches.update_rules.steps import SearchContext, swept_against_adamw
 from discover.shared.evolution import HallEntry, constant_slots, scale_constants
@@ -167,7 +167,7 @@ def winner_text(config: SearchConfig, finalist: Finalist, transfer_lines: list[s
         (f"# Fitness (val loss / AdamW tuned over the same lr sweep, lower is better): proxy {e.fitness:.5g}, "
          f"meta-validation {e.metaval:.5g}, on fresh seeds {finalist.fresh:.5g}; constants jittered by "
          f"{config.heldout.jitter:g}: moves at most {finalist.jitter_move:.2%}."),
-        f"# Proxy tasks: {proxy_description(config)}; meta-validation: {', '.join(config.funnel.tasks) or '-'}.",
+        f"# Proxy tasks: {proxy_description(config)}; meta-validation: {metaval_description(config)}.",
         *(f"# {line}" for line in transfer_lines),
     ]
     return "\n".join(header) + "\n" + str(program)

@@ -111,6 +111,12 @@ def proxy_description(config: SearchConfig) -> str:
     return tasks + (f" ({'; '.join(extra)})" if extra else "")
 
 
+def metaval_description(config: SearchConfig) -> str:
+    """The meta-validation tasks in words, with how their scores combine, for file headers."""
+    tasks = ", ".join(config.funnel.tasks) or "-"
+    return tasks + (" (fitness: the worst task's)" if config.funnel.tasks and config.funnel.aggregate == "worst" else "")
+
+
 def best_program_text(config: SearchConfig, entry: HallEntry) -> str:
     program = parse(entry.program, max_len=10**6).replace(name="discovered")
     header = [
@@ -119,7 +125,7 @@ def best_program_text(config: SearchConfig, entry: HallEntry) -> str:
         (f"# Fitness (val loss / tuned AdamW's, lower is better): proxy {_fmt(entry.fitness)}, "
          f"meta-validation {_fmt(entry.metaval)}."),
         f"# Best lr per task: tuned AdamW lr x {_multipliers(entry.lr_multipliers)}.",
-        f"# Proxy tasks: {proxy_description(config)}; meta-validation: {', '.join(config.funnel.tasks) or '-'}.",
+        f"# Proxy tasks: {proxy_description(config)}; meta-validation: {metaval_description(config)}.",
     ]
     return "\n".join(header) + "\n" + str(program)
 
@@ -127,6 +133,7 @@ def best_program_text(config: SearchConfig, entry: HallEntry) -> str:
 def write_outputs(run_dir: RunDir, config: SearchConfig, state: SearchState) -> None:
     run_dir.write_text("best.py", best_program_text(config, state.hall[0]))
     run_dir.write_json("hall_of_fame.json", {
-        "ranked_by": "meta-validation fitness" if config.funnel.tasks else "proxy fitness",
+        "ranked_by": (("meta-validation fitness" + (" (worst task)" if config.funnel.aggregate == "worst" else ""))
+                      if config.funnel.tasks else "proxy fitness"),
         "entries": [e.to_json() for e in state.hall],
     })

@@ -111,7 +111,7 @@ def make_context(config: SearchConfig, references: dict, profile: Profile | None
     if config.funnel.tasks:
         metaval = Scorer(tasks=funnel_tasks(config),
                          references=references["metaval"], train_seeds=config.funnel.train_seeds,
-                         batch=config.funnel.top_k, **common)
+                         batch=config.funnel.top_k, aggregate=config.funnel.aggregate, **common)
         with profile.section("training"):
             metaval = swept_against_adamw(metaval)
     return SearchContext(config=config, space=space, proxy=proxy, metaval=metaval, profile=profile)
