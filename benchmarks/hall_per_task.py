@@ -55,8 +55,9 @@ def main() -> None:
         print(f"{i:>4}  {entry['metaval']:12.4f}  " + "  ".join(f"{x:24.4f}" for x in row)
               + f"  {mean[i - 1]:8.4f}  {worst[i - 1]:8.4f}")
     below = np.flatnonzero(worst < 1.0)
-    print(f"ranked by the mean, the best is #{int(np.argmin(mean)) + 1}; by the worst task, #{int(np.argmin(worst)) + 1}"
-          f" ({worst.min():.4f}); {len(below)} of {len(programs)} programs beat AdamW on every task")
+    print(f"ranked by the mean, the best is #{int(np.argmin(mean)) + 1}; by the worst task, "
+          f"#{int(np.argmin(worst)) + 1} ({worst.min():.4f}); {len(below)} of {len(programs)} programs beat AdamW "
+          "on every task")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"run": str(args.run_dir), "seeds": args.seeds, "tasks": names, "seconds": seconds,

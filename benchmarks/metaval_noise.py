@@ -121,7 +121,8 @@ def main() -> None:
     programs = [seed(n) for n in names]
     rng = np.random.default_rng(0)
     ks = [k for k in (1, 2, 3, 5, 8) if 2 * k <= args.seeds]
-    report = {"seeds": args.seeds, "lr_schedule": args.lr_schedule, "multipliers": list(ROBUST_LR_MULTIPLIERS), "tasks": {}}
+    report = {"seeds": args.seeds, "lr_schedule": args.lr_schedule, "multipliers": list(ROBUST_LR_MULTIPLIERS),
+              "tasks": {}}
     for task in args.tasks.split(","):
         started = time.perf_counter()
         losses = per_seed_losses(task, programs, args.seeds, args.max_len, args.n_state, args.cache,

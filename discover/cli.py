@@ -396,7 +396,8 @@ def transfer_cmd(
         kwargs = {k: v for k, v in {"lr_grid": _floats(lr_grid, "--lr-grid"), "wd_grid": _floats(wd_grid, "--wd-grid"),
                                     "seeds": seeds, "fresh_seeds": fresh_seeds}.items() if v is not None}
         table = _run(run_transfer, programs, tasks=_names(tasks), baselines=_names(baselines),
-                           steps_override=steps, lr_schedule=lr_schedule, out_dir=out, console=console, tuner=tuner, budget=budget, **kwargs)
+                     steps_override=steps, lr_schedule=lr_schedule, out_dir=out, console=console, tuner=tuner,
+                     budget=budget, **kwargs)
     console.print(table, highlight=False, markup=False)
 
 

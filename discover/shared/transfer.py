@@ -160,7 +160,8 @@ def run_transfer(programs: Mapping[str, Program], *, tasks: Sequence = ("target"
     ``w <- w - lr * wd * w``); with ``tuner='bo'`` they bound the box searched. ``budget``: (lr, wd) trials per
     optimizer (default: the grid's size). ``seeds``: tuning seeds per trial; ``fresh_seeds``: seeds of the
     report at each chosen point; ``steps_override``: train every task this many steps instead of its own;
-    ``lr_schedule``: every optimizer's lr moves under it on every task (envs.tasks.LR_SCHEDULES). ``console``: a rich Console for progress lines."""
+    ``lr_schedule``: every optimizer's lr moves under it on every task (envs.tasks.LR_SCHEDULES). ``console``:
+    a rich Console for progress lines."""
 
     multipliers = _check_grid("lr_grid", lr_grid, positive=True)
     wds = _check_grid("wd_grid", wd_grid, positive=False)
@@ -186,7 +187,8 @@ def run_transfer(programs: Mapping[str, Program], *, tasks: Sequence = ("target"
     report: dict = {
         "settings": {"tuner": tuner, "budget": trials, "lr_multipliers": list(grid_mults), "wd_grid": list(grid_wds),
                      "seeds": seeds, "fresh_seeds": fresh_seeds, "fresh_seed_offset": FRESH_SEED_OFFSET,
-                     "steps_override": steps_override, "lr_schedule": lr_schedule, "baselines": list(dict.fromkeys(baselines)),
+                     "steps_override": steps_override, "lr_schedule": lr_schedule,
+                     "baselines": list(dict.fromkeys(baselines)),
                      "selection": "lowest mean final val loss over the tuning seeds (trials with a diverged seed "
                                   "excluded); everything reported is measured again on the fresh seeds",
                      "verdict": f"paired t-interval ({CONFIDENCE:.0%}) of the mean per-seed difference on the fresh "

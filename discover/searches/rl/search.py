@@ -1,7 +1,8 @@
 """RL-objective search: evolution strategies over a drift network (LPO / TA-LPO).
 
 One generation: a training horizon is drawn from ``horizon.multiples`` (uniformly; log-spaced multiples make
-lifetimes log-uniform; ``horizon.per_env`` gives an env its own), with several meta-training envs (``env.extra``) an (env, horizon) pair; the ES proposes
+lifetimes log-uniform; ``horizon.per_env`` gives an env its own), with several meta-training envs
+(``env.extra``) an (env, horizon) pair; the ES proposes
 ``popsize`` drift-parameter vectors; every one of them, and the ES mean as one extra row, trains
 ``es.train_seeds`` PPO-style agents from scratch for that horizon (``envs.ppo``, all rows x seeds in one jitted
 call compiled once per env for every horizon, the same training seeds for every row); a row's score is its mean

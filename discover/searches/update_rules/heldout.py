@@ -187,7 +187,8 @@ def heldout_evaluation(state: SearchState, ctx: SearchContext, run_dir: RunDir) 
         programs = {program_name(config, f.rank): parse(f.simplified, max_len=10**6) for f in robust}
         with ctx.profile.section("transfer"):  # lr x wd tuning and fresh-seed training of every optimizer, report
             run_transfer(programs, tasks=cfg.targets, baselines=cfg.baselines, seeds=cfg.seeds,
-                         lr_schedule=config.fitness.lr_schedule, out_dir=run_dir.path / "transfer", tb=False, console=None)
+                         lr_schedule=config.fitness.lr_schedule, out_dir=run_dir.path / "transfer", tb=False,
+                         console=None)
         report["transfer"] = "transfer/transfer.json"
         report["verdicts"] = transfer_verdicts(run_dir, list(programs), config.funnel.tasks)
         files += ["transfer/transfer.md", "transfer/transfer.json"]

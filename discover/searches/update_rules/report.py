@@ -113,8 +113,10 @@ def proxy_description(config: SearchConfig) -> str:
 
 def metaval_description(config: SearchConfig) -> str:
     """The meta-validation tasks in words, with how their scores combine, for file headers."""
-    tasks = ", ".join(config.funnel.tasks) or "-"
-    return tasks + (" (fitness: the worst task's)" if config.funnel.tasks and config.funnel.aggregate == "worst" else "")
+    if not config.funnel.tasks:
+        return "-"
+    worst = " (fitness: the worst task's)" if config.funnel.aggregate == "worst" else ""
+    return ", ".join(config.funnel.tasks) + worst
 
 
 def best_program_text(config: SearchConfig, entry: HallEntry) -> str:
