@@ -369,7 +369,8 @@ def run_simplify(source, *, tolerance: float = DEFAULT_TOLERANCE, tasks: Sequenc
     ``references``: AdamW references by task name already computed for these tasks, steps and seeds (others are
     computed, cached in ``reference_cache``). This module reads no search config: to score like a search run
     did, the caller passes its settings (``discover simplify RUN_DIR`` passes the run's meta-validation funnel
-    and its saved references). ``console``: a rich Console for the step table. Bad input raises :class:`discover.infra.config.ConfigError` (one line)."""
+    and its saved references). ``console``: a rich Console for the step table. Bad input raises
+    :class:`discover.infra.config.ConfigError` (one line)."""
     if not (tolerance >= 0 and math.isfinite(tolerance)):
         raise ConfigError(f"must be a finite number >= 0, got {tolerance}", key="tolerance")
     for key, value in (("batch", batch), ("seeds", seeds), ("steps", steps)):
