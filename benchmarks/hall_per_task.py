@@ -12,6 +12,7 @@ of them. Printed per program: each task's score, the mean and the worst; then th
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import pathlib
 import time
@@ -21,8 +22,7 @@ import numpy as np
 from discover.language.program import parse
 from discover.searches.update_rules.config import load_search_config
 from discover.searches.update_rules.heldout import FRESH_SEED
-from discover.searches.update_rules.steps import funnel_tasks, swept_against_adamw
-from discover.shared.scoring import Scorer
+from discover.searches.update_rules.steps import metaval_scorer, swept_against_adamw
 
 
 def main() -> None:
@@ -35,14 +35,11 @@ def main() -> None:
     config = load_search_config(args.run_dir / "config.yaml")
     if not config.funnel.tasks:
         raise SystemExit(f"{args.run_dir}: the run has no meta-validation tasks")
-    references = json.loads((args.run_dir / "references.json").read_text())["metaval"]
+    references = json.loads((args.run_dir / "references.json").read_text())
     hall = json.loads((args.run_dir / "hall_of_fame.json").read_text())["entries"][: args.top]
     programs = [parse(e["program"], max_len=10**6) for e in hall]
-    space = config.space.space()
-    scorer = Scorer(tasks=funnel_tasks(config), references=references, train_seeds=args.seeds,
-                    lr_multipliers=tuple(config.fitness.lr_multipliers), worst=config.fitness.worst,
-                    batch=len(programs), max_len=space.max_len, n_state=max(1, space.n_state),
-                    needs_hessian=space.allow_h, first_seed=FRESH_SEED)
+    scorer = dataclasses.replace(metaval_scorer(config, references), train_seeds=args.seeds, first_seed=FRESH_SEED,
+                                 batch=len(programs))
     started = time.perf_counter()
     scorer = swept_against_adamw(scorer)  # AdamW over the same sweep and fresh seeds: it scores 1.0 per task
     scores = scorer.score(programs)

@@ -97,10 +97,12 @@ class RLSummary(Summary):
 
     def headline(self) -> list[str]:
         learned = self.per_horizon.get("learned", {})
-        horizons = "horizons " + ", ".join(f"{m:g}x" for m in self.horizons)
-        if len(learned) not in (0, len(self.horizons) * len(self.envs or [self.env])):  # horizon.per_env
-            horizons = f"its {len(learned)} (env, horizon) buckets, on lifetimes"
-            horizons += " " + ", ".join(f"{m:g}x" for m in self.horizons)
+        envs = self.envs or [self.env]
+        every = [f"{m:g}" if len(envs) == 1 else f"{env} {m:g}" for env in envs for m in self.horizons]
+        lifetimes = ", ".join(f"{m:g}x" for m in self.horizons)
+        horizons = f"horizons {lifetimes}"
+        if learned and list(learned) != every:  # horizon.per_env: some env has its own lifetimes
+            horizons = f"its {len(learned)} (env, horizon) buckets, on lifetimes {lifetimes}"
         per = "  ".join(f"{m}x {v['mean']:.3f}" for m, v in learned.items())
         return [
             (f"normalized return on {' + '.join(self.envs or [self.env])} (PPO = 1, random policy = 0; mean ± "

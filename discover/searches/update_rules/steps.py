@@ -96,25 +96,35 @@ class SearchContext:
         return max(1, self.space.n_state)
 
 
-def make_context(config: SearchConfig, references: dict, profile: Profile | None = None) -> SearchContext:
+def _scorer_settings(config: SearchConfig) -> dict:
+    """What the proxy and meta-validation scorers of a run share."""
     space = config.space.space()
-    common = {"worst": config.fitness.worst, "max_len": space.max_len, "n_state": max(1, space.n_state),
-              "needs_hessian": space.allow_h, "devices": config.devices,
-              "lr_multipliers": tuple(config.fitness.lr_multipliers)}
+    return {"worst": config.fitness.worst, "max_len": space.max_len, "n_state": max(1, space.n_state),
+            "needs_hessian": space.allow_h, "devices": config.devices,
+            "lr_multipliers": tuple(config.fitness.lr_multipliers)}
+
+
+def metaval_scorer(config: SearchConfig, references: dict) -> Scorer | None:
+    """The run's meta-validation scorer against its saved references (before AdamW is swept: ``make_context``);
+    None without funnel tasks."""
+    if not config.funnel.tasks:
+        return None
+    return Scorer(tasks=funnel_tasks(config), references=references["metaval"], train_seeds=config.funnel.train_seeds,
+                  batch=config.funnel.top_k, aggregate=config.funnel.aggregate, **_scorer_settings(config))
+
+
+def make_context(config: SearchConfig, references: dict, profile: Profile | None = None) -> SearchContext:
     proxy = Scorer(tasks=proxy_tasks(config), references=references["proxy"],
                    train_seeds=config.fitness.train_seeds, batch=config.evolution.batch,
-                   loss_scale=config.fitness.loss_scale_range is not None, **common)
+                   loss_scale=config.fitness.loss_scale_range is not None, **_scorer_settings(config))
     profile = profile or Profile(enabled=False)
     with profile.section("training"):  # AdamW over the sweep: the first call of each task's trainer
         proxy = swept_against_adamw(proxy)
-    metaval = None
-    if config.funnel.tasks:
-        metaval = Scorer(tasks=funnel_tasks(config),
-                         references=references["metaval"], train_seeds=config.funnel.train_seeds,
-                         batch=config.funnel.top_k, aggregate=config.funnel.aggregate, **common)
+    metaval = metaval_scorer(config, references)
+    if metaval is not None:
         with profile.section("training"):
             metaval = swept_against_adamw(metaval)
-    return SearchContext(config=config, space=space, proxy=proxy, metaval=metaval, profile=profile)
+    return SearchContext(config=config, space=config.space.space(), proxy=proxy, metaval=metaval, profile=profile)
 
 
 
