@@ -29,7 +29,8 @@ import sys
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from a plain checkout
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# JAX picks its default backend (a GPU where there is one): gpu_check.sh measures there, run_all.py sets
+# JAX_PLATFORMS=cpu for its CPU profiles.
 
 import jax
 
@@ -80,6 +81,7 @@ def measure(env_name: str, members: int, steps: int | None, repeats: int) -> dic
         return population[clock] / members / plain[clock]
 
     return {
+        "backend": jax.default_backend(),
         "env": env_name,
         "steps_per_agent": config.total_timesteps,
         "members": members,

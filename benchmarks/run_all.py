@@ -101,7 +101,7 @@ def _profile_benches(profile: str) -> list[Bench]:
     if gpu:  # 1024+ environments per call: CartPole 4 envs x 256 members, MinAtar 64 envs x 16 members
         rl = [
             Bench("rl_throughput", "RL throughput (CartPole, 1024 envs)", "benchmarks/rl_throughput.py",
-                  ("--envs", "CartPole-v1", "--members", "256", "--json", "{json}"), timeout_s=90),
+                  ("--envs", "CartPole-v1", "--members", "256", "--json", "{json}"), timeout_s=150),
             Bench("rl_throughput_minatar", "RL throughput (MinAtar, 1024 envs)", "benchmarks/rl_throughput.py",
                   ("--envs", "SpaceInvaders-MinAtar", "--members", "16", "--json", "{json}"), timeout_s=90),
         ]
@@ -322,7 +322,8 @@ def _rows_rl_throughput(r: list) -> tuple[list[tuple], list[str]]:
                                               "population": row.get("population_compile_s")}
         shown = ", ".join(f"{k} {v:.1f} s" for k, v in compile_s.items() if v is not None)
         rounds = f"best of {row['repeats']} interleaved rounds each; " if "repeats" in row else ""
-        notes.append(f"{env}: {row['steps_per_agent']:,} env steps per agent; {rounds}compile times: {shown}.")
+        on = f" on the {row['backend'].upper()}" if "backend" in row else ""
+        notes.append(f"{env}{on}: {row['steps_per_agent']:,} env steps per agent; {rounds}compile times: {shown}.")
     return rows, notes
 
 

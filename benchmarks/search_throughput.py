@@ -119,6 +119,7 @@ def run(task_name: str, n: int, batch: int, one_by_one: int, lr: float | None) -
     a, b = np.asarray(single_val), batched_val[:one_by_one]
     ok = np.isfinite(a) & np.isfinite(b)
     agree = bool(np.allclose(a[ok], b[ok], rtol=2e-2, atol=1e-5)) if ok.any() else None
+    max_rel = float(np.max(np.abs(a[ok] - b[ok]) / np.maximum(np.abs(b[ok]), 1e-12))) if ok.any() else None
     rates = {
         "batched_cold": n / cold_s, "batched_warm": n / warm_s,
         "one_by_one_cold": one_by_one / one_cold_s, "one_by_one_warm": one_by_one / one_warm_s,
@@ -138,6 +139,9 @@ def run(task_name: str, n: int, batch: int, one_by_one: int, lr: float | None) -
         "speedup_warm": round(rates["batched_warm"] / rates["one_by_one_warm"], 2),
         "trainer_compiles": scorer.compiles(),
         "val_losses_agree": agree,
+        "val_losses_max_rel_diff": max_rel,
+        "val_losses_one_by_one": [float(x) for x in a],
+        "val_losses_batched": [float(x) for x in b],
         "finite_candidates": int(np.isfinite(b).sum()),
     }
 

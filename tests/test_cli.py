@@ -204,3 +204,21 @@ def test_transfer_under_a_cosine_schedule_says_so_and_a_bad_schedule_is_one_line
     bad = runner.invoke(app, [*args[:-2], "--lr-schedule", "linear", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "unknown lr schedule 'linear'" in bad.output and "Traceback" not in bad.output
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_every_command_runs_float32_matmuls_at_full_precision_unless_the_user_chose(monkeypatch):
+    # On a GPU, JAX's default precision made the batched interpreter and the exported rule disagree (BENCHMARKS.md).
+    import jax
+
+    before = jax.config.jax_default_matmul_precision
+    try:
+        jax.config.update("jax_default_matmul_precision", None)
+        monkeypatch.delenv("JAX_DEFAULT_MATMUL_PRECISION", raising=False)
+        assert invoke("seeds").exit_code == 0
+        assert jax.config.jax_default_matmul_precision == "highest"
+        jax.config.update("jax_default_matmul_precision", "bfloat16")
+        monkeypatch.setenv("JAX_DEFAULT_MATMUL_PRECISION", "bfloat16")
+        assert invoke("seeds").exit_code == 0
+        assert jax.config.jax_default_matmul_precision == "bfloat16"  # the user's choice stands
+    finally:
+        jax.config.update("jax_default_matmul_precision", before)
