@@ -386,13 +386,16 @@ def transfer_cmd(
     budget: int | None = typer.Option(None, help="update rules: lr x wd trials per optimizer (default: the grid's size)"),
     fresh_seeds: int | None = typer.Option(None, help="update rules: fresh seeds the chosen point is reported on "
                                                       "(default 5)"),
+    fresh_seed_offset: int | None = typer.Option(None, help="update rules: the fresh seeds' first key (default "
+                                                            "10000); another value replicates a report on new seeds"),
     out: Path | None = typer.Option(None, "--out", help="output folder"),
 ) -> None:
     """Evaluate discovered algorithms on held-out tasks against tuned baselines (table + plots)."""
     if len(sources) == 1 and _is_rl_source(sources[0]):
-        if tuner != "grid" or budget is not None or fresh_seeds is not None or lr_schedule != "constant":
-            fail("--tuner, --budget, --fresh-seeds and --lr-schedule are for update rules; an RL transfer has no lr "
-                 "x wd to tune")
+        if (tuner != "grid" or budget is not None or fresh_seeds is not None or fresh_seed_offset is not None
+                or lr_schedule != "constant"):
+            fail("--tuner, --budget, --fresh-seeds, --fresh-seed-offset and --lr-schedule are for update rules; an RL "
+                 "transfer has no lr x wd to tune")
         from discover.shared import rl_transfer  # deferred: gymnax starts JAX (module doc)
 
         closed_form = None if distilled is None else _run(rl_transfer.load_distilled, distilled)
@@ -406,7 +409,8 @@ def transfer_cmd(
             label = Path(src).name if Path(src).is_dir() else Path(src).stem
             programs[label] = _run(load_program, src)
         kwargs = {k: v for k, v in {"lr_grid": _floats(lr_grid, "--lr-grid"), "wd_grid": _floats(wd_grid, "--wd-grid"),
-                                    "seeds": seeds, "fresh_seeds": fresh_seeds}.items() if v is not None}
+                                    "seeds": seeds, "fresh_seeds": fresh_seeds,
+                                    "fresh_seed_offset": fresh_seed_offset}.items() if v is not None}
         table = _run(run_transfer, programs, tasks=_names(tasks), baselines=_names(baselines),
                      steps_override=steps, lr_schedule=lr_schedule, out_dir=out, console=console, tuner=tuner,
                      budget=budget, **kwargs)

@@ -270,6 +270,18 @@ def test_bo_rounds_reuse_one_compiled_call(tuned_by_bo):
     assert [t["lr"] for t in again["trials"]] != [t["lr"] for t in before["trials"]]
 
 
+def test_another_fresh_seed_offset_replicates_the_report_on_new_seeds(tuned_by_bo):
+    # The same chosen point, retrained: the default offset gives back the report's seeds, another offset new ones.
+    out, task, _ = tuned_by_bo
+    best = json.loads((out / "transfer.json").read_text())["tasks"][task.name]["optimizers"]["signum-program"]["best"]
+    opt = transfer.program_optimizer("signum-program", seed("signum"))
+    same = transfer.evaluate_fresh(task, opt, best, FRESH)
+    np.testing.assert_allclose(same["val_loss_seeds"], best["val_loss_seeds"], rtol=1e-6)
+    other = transfer.evaluate_fresh(task, opt, best, FRESH, offset=20_000)
+    assert np.isfinite(other["val_loss_seeds"]).all()
+    assert not np.isin(other["val_loss_seeds"], best["val_loss_seeds"]).any()
+
+
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="unknown baseline 'adamx'"):
         transfer.run_transfer({}, tasks=["mlp_wine_target"], baselines=["adamx"])
@@ -303,6 +315,7 @@ def test_target_kind_expands_to_the_registered_target_tasks():
     (["--tuner", "bo", "--budget", "-3"], "transfer: budget must be >= 1 trial, got -3"),
     (["--budget", "17"], "transfer: budget 17 exceeds the grid's 8 x 2 = 16 points"),
     (["--fresh-seeds", "1"], "transfer: fresh_seeds must be >= 2"),
+    (["--seeds", "3", "--fresh-seed-offset", "2"], "transfer: seeds must be <= the fresh seed offset 2"),
 ])
 def test_cli_names_bad_tuning_in_one_line(tmp_path, args, message):
     from typer.testing import CliRunner

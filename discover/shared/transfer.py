@@ -123,14 +123,15 @@ def _check_grid(name: str, values: Sequence[float], positive: bool) -> tuple[flo
 
 
 def check_tuning(tuner: str, budget: int | None, multipliers: Sequence[float], wds: Sequence[float],
-                 seeds: int, fresh_seeds: int) -> int:
+                 seeds: int, fresh_seeds: int, fresh_seed_offset: int = FRESH_SEED_OFFSET) -> int:
     """Validates the tuning settings (InputError naming the defect); returns the trials per optimizer."""
     if tuner not in TUNERS:
         raise InputError(f"transfer: unknown tuner {tuner!r} (known: {', '.join(TUNERS)})")
     if seeds < 1:
         raise InputError(f"transfer: seeds must be >= 1, got {seeds}")
-    if seeds > FRESH_SEED_OFFSET:
-        raise InputError(f"transfer: seeds must be <= {FRESH_SEED_OFFSET} (the fresh seeds start there), got {seeds}")
+    if seeds > fresh_seed_offset:
+        raise InputError(f"transfer: seeds must be <= the fresh seed offset {fresh_seed_offset} (the fresh seeds "
+                         f"start there; tuning seeds are 0 .. seeds - 1), got {seeds}")
     if fresh_seeds < 2:
         raise InputError(f"transfer: fresh_seeds must be >= 2 (a paired interval needs two seeds), got {fresh_seeds}")
     if budget is not None and budget < 1:
@@ -152,20 +153,21 @@ def run_transfer(programs: Mapping[str, Program], *, tasks: Sequence = ("target"
                  lr_grid: Sequence[float] = DEFAULT_LR_MULTIPLIERS, wd_grid: Sequence[float] = DEFAULT_WD_GRID,
                  seeds: int = DEFAULT_SEEDS, fresh_seeds: int = DEFAULT_FRESH_SEEDS, tuner: str = "grid",
                  budget: int | None = None, steps_override: int | None = None, lr_schedule: str = "constant",
-                 out_dir: str | os.PathLike | None = None, tb: bool = True, console=None) -> str:
+                 fresh_seed_offset: int = FRESH_SEED_OFFSET, out_dir: str | os.PathLike | None = None, tb: bool = True, console=None) -> str:
     """Runs ``programs`` (label -> Program) and ``baselines`` on ``tasks`` and writes the report into
     ``out_dir`` (default: a new ``checkpoints/transfer-<time>``); returns the markdown of ``transfer.md``.
 
     ``lr_grid``: multipliers of each task's nominal lr; ``wd_grid``: decoupled weight decays (the step is
     ``w <- w - lr * wd * w``); with ``tuner='bo'`` they bound the box searched. ``budget``: (lr, wd) trials per
     optimizer (default: the grid's size). ``seeds``: tuning seeds per trial; ``fresh_seeds``: seeds of the
-    report at each chosen point; ``steps_override``: train every task this many steps instead of its own;
+    report at each chosen point, keys ``fresh_seed_offset + s`` (another offset replicates a report on new
+    seeds; the tuning, on seeds 0 .. seeds - 1, chooses the same points); ``steps_override``: train every task this many steps instead of its own;
     ``lr_schedule``: every optimizer's lr moves under it on every task (envs.tasks.LR_SCHEDULES). ``console``:
     a rich Console for progress lines."""
 
     multipliers = _check_grid("lr_grid", lr_grid, positive=True)
     wds = _check_grid("wd_grid", wd_grid, positive=False)
-    trials = check_tuning(tuner, budget, multipliers, wds, seeds, fresh_seeds)
+    trials = check_tuning(tuner, budget, multipliers, wds, seeds, fresh_seeds, fresh_seed_offset)
     grid_mults, grid_wds = cut_grid(multipliers, wds, budget) if tuner == "grid" else (multipliers, wds)
     optimizers = [program_optimizer(name, p) for name, p in programs.items()]
     optimizers += [baseline_optimizer(b) for b in dict.fromkeys(baselines)]
@@ -186,7 +188,7 @@ def run_transfer(programs: Mapping[str, Program], *, tasks: Sequence = ("target"
     kinds = {o.name: o.kind for o in optimizers}
     report: dict = {
         "settings": {"tuner": tuner, "budget": trials, "lr_multipliers": list(grid_mults), "wd_grid": list(grid_wds),
-                     "seeds": seeds, "fresh_seeds": fresh_seeds, "fresh_seed_offset": FRESH_SEED_OFFSET,
+                     "seeds": seeds, "fresh_seeds": fresh_seeds, "fresh_seed_offset": fresh_seed_offset,
                      "steps_override": steps_override, "lr_schedule": lr_schedule,
                      "baselines": list(dict.fromkeys(baselines)),
                      "selection": "lowest mean final val loss over the tuning seeds (trials with a diverged seed "
@@ -217,7 +219,7 @@ def run_transfer(programs: Mapping[str, Program], *, tasks: Sequence = ("target"
             else:
                 r = tune_bo(task, opt, multipliers, wds, seeds, trials)
             if r["best"] is not None:
-                r["best"].update(evaluate_fresh(task, opt, r["best"], fresh_seeds))
+                r["best"].update(evaluate_fresh(task, opt, r["best"], fresh_seeds, fresh_seed_offset))
             r["seconds"] = time.time() - t0
             results[opt.name] = r
             if console is not None:

@@ -183,6 +183,12 @@ def curves_png(task_name: str, results: Mapping[str, dict]) -> bytes:
     return buf.getvalue()
 
 
+def _offset_note(settings: dict) -> str:
+    """The fresh seeds' keys (``discover transfer --fresh-seed-offset`` moves them: a replication)."""
+    offset = settings.get("fresh_seed_offset")
+    return "" if offset is None else f" (keys {offset} .. {offset + settings['fresh_seeds'] - 1})"
+
+
 def transfer_markdown(report: dict, sections: list[str], verdicts: list[str], optimizers) -> str:
     s = report["settings"]
     if s["tuner"] == "grid":
@@ -196,7 +202,8 @@ def transfer_markdown(report: dict, sections: list[str], verdicts: list[str], op
         "# discover transfer", "",
         (f"Each optimizer is tuned with the same budget of {s['budget']} (lr, wd) trials: {tuning}; "
          f"{s['seeds']} tuning seeds per trial. The chosen point (lowest mean validation loss over the tuning "
-         f"seeds) is trained again on {s['fresh_seeds']} fresh seeds, the same for every optimizer; every number "
+         f"seeds) is trained again on {s['fresh_seeds']} fresh seeds{_offset_note(s)}, the same for every optimizer; "
+         f"every number "
          f"in the tables comes from them (± is the standard error over the fresh seeds), and each verdict is a "
          f"paired comparison on them: the {CONFIDENCE:.0%} t-interval of the mean per-seed difference "
          f"(`beats`/`loses to` when it excludes 0). 'edge' marks a chosen lr at the end of the lr range. "

@@ -117,10 +117,11 @@ def curve_every_for(num_steps: int) -> int:
     return max(1, num_steps // CURVE_POINTS)
 
 
-def fresh_keys(n: int) -> jax.Array:
-    """The report's seeds: ``jax.random.key(FRESH_SEED_OFFSET + s)``, disjoint from the tuning seeds
-    (:func:`envs.baselines.reference_keys`, keys 0 .. seeds - 1)."""
-    return reference_keys(n, FRESH_SEED_OFFSET)
+def fresh_keys(n: int, offset: int = FRESH_SEED_OFFSET) -> jax.Array:
+    """The report's seeds: ``jax.random.key(offset + s)``, disjoint from the tuning seeds
+    (:func:`envs.baselines.reference_keys`, keys 0 .. seeds - 1). Another ``offset`` draws another set: a
+    replication on seeds no earlier report used."""
+    return reference_keys(n, offset)
 
 
 def run_points(task: task_registry.Task, opt: Optimizer, lrs: Sequence[float], wds: Sequence[float],
@@ -297,9 +298,10 @@ def tune_bo(task, opt: Optimizer, multipliers: Sequence[float], wds: Sequence[fl
     return result
 
 
-def evaluate_fresh(task, opt: Optimizer, best: dict, fresh_seeds: int) -> dict:
-    """The chosen point trained on the fresh seeds (one call): mean, s.e., per-seed values, accuracy, curves."""
-    out = run_points(task, opt, [best["lr"]], [best["wd"]], fresh_keys(fresh_seeds))
+def evaluate_fresh(task, opt: Optimizer, best: dict, fresh_seeds: int, offset: int = FRESH_SEED_OFFSET) -> dict:
+    """The chosen point trained on the fresh seeds (keys ``offset + s``, one call): mean, s.e., per-seed values,
+    accuracy, curves."""
+    out = run_points(task, opt, [best["lr"]], [best["wd"]], fresh_keys(fresh_seeds, offset))
     val = out["val_loss"][0]
     m, se = mean_se(val)
     fresh = {"val_loss_mean": m, "val_loss_se": se, "val_loss_seeds": [json_float(x) for x in val],
