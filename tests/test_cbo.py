@@ -160,3 +160,26 @@ def test_cbo_is_chosen_by_name_in_both_configs():
                       cbo={"beta": 1.0})
     with pytest.raises(ValueError, match="dt must be > 0"):
         cbo.CBO(4, jnp.zeros(2), dt=0.0)
+
+
+def test_es_weight_decay_pulls_the_mean_toward_zero_where_the_fitness_is_flat():
+    # es.weight_decay (RL search): AdamW on the Open_ES mean. Flat fitness gives a zero gradient, so Adam alone
+    # leaves the mean where it is and the decay shrinks it by lr x weight_decay per generation.
+    mean0 = jnp.array([1.0, -2.0, 0.5])
+    out = {}
+    for wd in (0.0, 0.5):
+        strategy = make_strategy("Open_ES", 4, mean0, sigma=0.1, lr=0.1, antithetic=True, rank_shaping=False,
+                                 weight_decay=wd)
+        params = strategy.default_params
+        state = strategy.init(jax.random.key(0), mean0, params)
+        for g in range(3):
+            population, state = strategy.ask(jax.random.key(g + 1), state, params)
+            state = strategy.tell(jax.random.key(g + 1), population, jnp.zeros(4), state, params)[0]
+        out[wd] = np.asarray(state.mean)
+    np.testing.assert_allclose(out[0.0], mean0, rtol=1e-6)
+    np.testing.assert_allclose(out[0.5], mean0 * (1 - 0.1 * 0.5) ** 3, rtol=1e-5)
+    with pytest.raises(ValueError, match="has no optimizer"):
+        make_strategy("CMA_ES", 4, mean0, sigma=0.1, lr=0.1, antithetic=False, rank_shaping=True, weight_decay=0.5)
+    assert load_config(RLSearchConfig, overrides=["es.weight_decay=0.5"]).es.weight_decay == 0.5
+    with pytest.raises(ConfigError, match="strategy CBO has no optimizer"):
+        load_config(RLSearchConfig, overrides=["es.strategy=CBO", "es.weight_decay=0.5"])

@@ -54,13 +54,21 @@ def strategy_params(strategy: Any, sigma: float) -> Any:
     return params.replace(std_init=sigma) if hasattr(params, "std_init") else params
 
 
+def strategy_has_optimizer(name: str) -> bool:
+    """Whether evosax strategy ``name`` moves its mean with an optax optimizer (Open_ES, ...), which
+    :func:`make_strategy`'s ``lr`` and ``weight_decay`` configure."""
+    cls = distribution_based_algorithms.get(name)
+    return cls is not None and "optimizer" in inspect.signature(cls.__init__).parameters
+
+
 def make_strategy(name: str, popsize: int, template: Any, *, sigma: float, lr: float, antithetic: bool,
-                  rank_shaping: bool, cbo: dict[str, float] | None = None):
+                  rank_shaping: bool, cbo: dict[str, float] | None = None, weight_decay: float = 0.0):
     """The evosax strategy ``name`` over solutions shaped like ``template``. Open_ES gets antithetic sampling,
     centered ranks, Adam(lr) and a constant std schedule (sigma); other strategies get those arguments where
     they take them, except that a strategy whose fitness shaping is its recombination weights (CMA_ES, SNES,
     ...: evosax's ``weights_fitness_shaping_fn``) keeps it, rank-based already; their std starts at ``sigma`` only
-    with :func:`strategy_params`. ``CBO``: particles drawn with std ``sigma`` around the initial mean, centered ranks as
+    with :func:`strategy_params`. ``weight_decay`` > 0: AdamW(lr, weight_decay) in place of Adam, a decoupled
+    pull of the mean toward 0 (ValueError for a strategy without an optimizer). ``CBO``: particles drawn with std ``sigma`` around the initial mean, centered ranks as
     fitness shaping when ``rank_shaping``, and ``cbo`` = {alpha, lambda, sigma, dt} (the defaults of
     :mod:`discover.shared.cbo` for any left out; see :func:`cbo_options`)."""
     if name in EXTRA_STRATEGIES:
@@ -76,12 +84,15 @@ def make_strategy(name: str, popsize: int, template: Any, *, sigma: float, lr: f
     cls = distribution_based_algorithms[name]
     accepted = inspect.signature(cls.__init__).parameters
     offered = {
-        "optimizer": optax.adam(lr),
+        # Adam alone when there is no decay, so earlier runs keep their optimizer state and bits
+        "optimizer": optax.adamw(lr, weight_decay=weight_decay) if weight_decay > 0 else optax.adam(lr),
         "std_schedule": optax.constant_schedule(sigma),
         "use_antithetic_sampling": antithetic,
         "fitness_shaping_fn": centered_rank_fitness_shaping_fn if rank_shaping else identity_fitness_shaping_fn,
     }
     kwargs = {k: v for k, v in offered.items() if k in accepted}
+    if weight_decay > 0 and "optimizer" not in kwargs:
+        raise ValueError(f"make_strategy: {name} has no optimizer, so weight_decay {weight_decay} cannot apply")
     if accepted["fitness_shaping_fn"].default is weights_fitness_shaping_fn:
         # CMA-ES, SNES, xNES & co: their shaping IS their recombination weights (fitness -> weights by rank,
         # already rank-based); centered ranks in its place would weight the best members negatively.

@@ -6,7 +6,7 @@ import dataclasses
 
 from discover.infra.search_config import BaseSearchConfig, CheckpointSection, redefault
 from discover.shared import cbo
-from discover.shared.es import STRATEGY_NAMES
+from discover.shared.es import STRATEGY_NAMES, strategy_has_optimizer
 from envs import rl_envs
 from envs.ppo import PPOConfig, validate
 from search_spaces.drift import DriftConfig
@@ -57,6 +57,15 @@ class ESSection:
     )
     sigma: float = dataclasses.field(default=0.03, metadata={"min": 0.0, "help": "perturbation std"})
     lr: float = dataclasses.field(default=0.03, metadata={"min": 0.0, "help": "Adam lr on the ES mean"})
+    weight_decay: float = dataclasses.field(
+        default=0.0,
+        metadata={
+            "min": 0.0,
+            "help": "decoupled decay of the ES mean toward 0 (AdamW): each generation it shrinks by lr x "
+            "weight_decay where the fitness gives no consistent direction. With drift.ppo_init, 0 is PPO's "
+            "drift, so this pulls the search toward PPO (Open_ES and other strategies with an optimizer)",
+        },
+    )
     antithetic: bool = dataclasses.field(default=True, metadata={"help": "mirrored perturbations"})
     rank_shaping: bool = dataclasses.field(default=True, metadata={"help": "centered-rank fitness shaping"})
     generations: int = dataclasses.field(default=256, metadata={"min": 1, "help": "ES generations"})
@@ -81,6 +90,9 @@ class ESSection:
                 f"strategy {self.strategy} estimates gradients over truncated lifetimes (one inner training "
                 "continued across ES steps); this search trains every lifetime from scratch to its end: use Open_ES"
             )
+        if self.weight_decay > 0 and not strategy_has_optimizer(self.strategy):
+            raise ValueError(f"weight_decay: strategy {self.strategy} has no optimizer to decay its mean with "
+                             "(use Open_ES, or weight_decay 0)")
         if self.antithetic and self.popsize % 2:
             raise ValueError(f"popsize must be even with antithetic sampling, got {self.popsize}")
 

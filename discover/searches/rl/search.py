@@ -249,7 +249,7 @@ class RLObjectiveSearch:
         es = config.es
         strategy = make_strategy(es.strategy, es.popsize, family.init(jax.random.PRNGKey(0)), sigma=es.sigma,
                                  lr=es.lr, antithetic=es.antithetic, rank_shaping=es.rank_shaping,
-                                 cbo=cbo_options(es))
+                                 cbo=cbo_options(es), weight_decay=es.weight_decay)
         envs = config.env.names
         progress.phase(f"rl_objective {config.name}: PPO/DPO/random normalizer on {', '.join(envs)}")
         baselines = [load_or_compute_baselines(config, run_dir, env) for env in envs]
