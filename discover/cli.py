@@ -388,14 +388,16 @@ def transfer_cmd(
                                                       "(default 5)"),
     fresh_seed_offset: int | None = typer.Option(None, help="update rules: the fresh seeds' first key (default "
                                                             "10000); another value replicates a report on new seeds"),
+    replicate_seeds: int = typer.Option(0, help="update rules: test every verdict that is not a tie again on this "
+                                                "many further seeds (0: off)"),
     out: Path | None = typer.Option(None, "--out", help="output folder"),
 ) -> None:
     """Evaluate discovered algorithms on held-out tasks against tuned baselines (table + plots)."""
     if len(sources) == 1 and _is_rl_source(sources[0]):
         if (tuner != "grid" or budget is not None or fresh_seeds is not None or fresh_seed_offset is not None
-                or lr_schedule != "constant"):
-            fail("--tuner, --budget, --fresh-seeds, --fresh-seed-offset and --lr-schedule are for update rules; an RL "
-                 "transfer has no lr x wd to tune")
+                or replicate_seeds or lr_schedule != "constant"):
+            fail("--tuner, --budget, --fresh-seeds, --fresh-seed-offset, --replicate-seeds and --lr-schedule are for "
+                 "update rules; an RL transfer has no lr x wd to tune")
         from discover.shared import rl_transfer  # deferred: gymnax starts JAX (module doc)
 
         closed_form = None if distilled is None else _run(rl_transfer.load_distilled, distilled)
@@ -413,7 +415,7 @@ def transfer_cmd(
                                     "fresh_seed_offset": fresh_seed_offset}.items() if v is not None}
         table = _run(run_transfer, programs, tasks=_names(tasks), baselines=_names(baselines),
                      steps_override=steps, lr_schedule=lr_schedule, out_dir=out, console=console, tuner=tuner,
-                     budget=budget, **kwargs)
+                     budget=budget, replicate_seeds=replicate_seeds, **kwargs)
     console.print(table, highlight=False, markup=False)
 
 

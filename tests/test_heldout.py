@@ -89,6 +89,22 @@ def test_a_verdict_on_a_meta_validation_family_says_it_is_not_out_of_sample(tmp_
     assert "meta-validation's charlm_metaval: not out of sample" in verdicts["charlm_target"]["line"]
     assert verdicts["mlp_wine_target"]["selected_on"] is None
     assert "out of sample" not in verdicts["mlp_wine_target"]["line"]
+    assert verdicts["mlp_wine_target"]["confirmed"] is None  # no replication in this report
+
+
+def test_a_verdict_says_whether_its_replication_on_further_seeds_confirmed_it(tmp_path):
+    replication = {"mean_a": 0.99, "mean_b": 1.0, "ci": [-0.02, 0.004], "n": 10, "verdict": "tie", "confirmed": False}
+    paired = {"AdamW": {"mean_a": 0.98, "mean_b": 1.0, "ci": [-0.03, -0.01], "n": 5, "verdict": "better",
+                        "replication": replication}}
+    run = RunDir(tmp_path)
+    run.write_json("transfer/transfer.json", {"tasks": {"mlp_wine_target": {"optimizers": {"rule_1": {"paired": paired}}}}})
+    (v,) = transfer_verdicts(run, ["rule_1"])
+    assert v["verdict"] == "better" and v["confirmed"] is False
+    assert "rule_1 beats tuned AdamW" in v["line"]
+    assert "replicated on 10 new seeds: x0.990, tie (95% CI [-0.02, +0.004]): NOT confirmed" in v["line"]
+    assert HeldoutSection().replicate_seeds == 10
+    with pytest.raises(ValueError, match="replicate_seeds"):
+        HeldoutSection(replicate_seeds=1)
 
 
 @pytest.mark.slow

@@ -346,3 +346,35 @@ def test_cli_tunes_with_bo_at_a_budget(tmp_path):
     for r in report["tasks"]["noisy_quadratic_proxy"]["optimizers"].values():
         assert r["budget"] == len(r["trials"]) == 3 and len(r["best"]["val_loss_seeds"]) == 2
     assert "3 lr x wd trials per optimizer" in (out / "transfer.md").read_text()
+
+
+def test_cli_replicates_every_verdict_that_is_not_a_tie_on_further_seeds(tmp_path):
+    # A program that barely moves loses to AdamW on every seed: the verdict is tested again on 3 further seeds
+    # (keys 20000 ..), which no other number used, and confirmed; a tie is not retested.
+    from typer.testing import CliRunner
+
+    from discover.cli import app
+
+    program = tmp_path / "crawl.py"
+    program.write_text("def crawl(g, lr, t):\n    u = lr * g\n    u = 0.0001 * u\n    return u\n")
+    out = tmp_path / "rep"
+    result = CliRunner().invoke(app, ["transfer", str(program), "--tasks", "mlp_regression_proxy", "--steps", "30",
+                                      "--seeds", "1", "--fresh-seeds", "3", "--baselines", "adamw",
+                                      "--lr-grid", "1", "--wd-grid", "0", "--replicate-seeds", "3",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "transfer.json").read_text())
+    assert (report["settings"]["replicate_seeds"], report["settings"]["replication_seed_offset"]) == (3, 20_000)
+    results = report["tasks"]["mlp_regression_proxy"]["optimizers"]
+    c = results["crawl"]["paired"]["AdamW"]
+    assert c["verdict"] == "worse" and c["replication"]["verdict"] == "worse" and c["replication"]["confirmed"]
+    assert c["replication"]["n"] == 3 and c["replication"]["seed_offset"] == 20_000
+    # the replication's values are new runs, not the report's fresh seeds again
+    assert c["replication"]["mean_a"] != pytest.approx(results["crawl"]["best"]["val_loss_mean"])
+    markdown = (out / "transfer.md").read_text()
+    assert "tested again on 3 further seeds" in markdown and "replicated on 3 new seeds" in markdown
+    assert ": confirmed" in markdown
+    bad = CliRunner().invoke(app, ["transfer", str(program), "--tasks", "noisy_quadratic_proxy",
+                                   "--replicate-seeds", "1", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "replicate_seeds must be 0 (off) or >= 2" in bad.output
+    assert not (tmp_path / "x").exists()

@@ -66,6 +66,7 @@ from discover.shared.transfer_report import (
 )
 from discover.shared.transfer_tuning import (
     FRESH_SEED_OFFSET,
+    REPLICATION_SHIFT,
     Optimizer,
     baseline_optimizer,
     bo_box,
@@ -153,7 +154,7 @@ def run_transfer(programs: Mapping[str, Program], *, tasks: Sequence = ("target"
                  lr_grid: Sequence[float] = DEFAULT_LR_MULTIPLIERS, wd_grid: Sequence[float] = DEFAULT_WD_GRID,
                  seeds: int = DEFAULT_SEEDS, fresh_seeds: int = DEFAULT_FRESH_SEEDS, tuner: str = "grid",
                  budget: int | None = None, steps_override: int | None = None, lr_schedule: str = "constant",
-                 fresh_seed_offset: int = FRESH_SEED_OFFSET, out_dir: str | os.PathLike | None = None, tb: bool = True, console=None) -> str:
+                 fresh_seed_offset: int = FRESH_SEED_OFFSET, replicate_seeds: int = 0, out_dir: str | os.PathLike | None = None, tb: bool = True, console=None) -> str:
     """Runs ``programs`` (label -> Program) and ``baselines`` on ``tasks`` and writes the report into
     ``out_dir`` (default: a new ``checkpoints/transfer-<time>``); returns the markdown of ``transfer.md``.
 
@@ -161,13 +162,18 @@ def run_transfer(programs: Mapping[str, Program], *, tasks: Sequence = ("target"
     ``w <- w - lr * wd * w``); with ``tuner='bo'`` they bound the box searched. ``budget``: (lr, wd) trials per
     optimizer (default: the grid's size). ``seeds``: tuning seeds per trial; ``fresh_seeds``: seeds of the
     report at each chosen point, keys ``fresh_seed_offset + s`` (another offset replicates a report on new
-    seeds; the tuning, on seeds 0 .. seeds - 1, chooses the same points); ``steps_override``: train every task this many steps instead of its own;
+    seeds; the tuning, on seeds 0 .. seeds - 1, chooses the same points); ``replicate_seeds`` > 0: every program
+    vs baseline verdict that is not a tie is tested again, both at their chosen points, on that many further seeds
+    (keys ``fresh_seed_offset + REPLICATION_SHIFT + s``) and marked confirmed when the second verdict agrees (a
+    guard against the chance wins of many comparisons); ``steps_override``: train every task this many steps instead of its own;
     ``lr_schedule``: every optimizer's lr moves under it on every task (envs.tasks.LR_SCHEDULES). ``console``:
     a rich Console for progress lines."""
 
     multipliers = _check_grid("lr_grid", lr_grid, positive=True)
     wds = _check_grid("wd_grid", wd_grid, positive=False)
     trials = check_tuning(tuner, budget, multipliers, wds, seeds, fresh_seeds, fresh_seed_offset)
+    if replicate_seeds and replicate_seeds < 2:
+        raise InputError(f"transfer: replicate_seeds must be 0 (off) or >= 2, got {replicate_seeds}")
     grid_mults, grid_wds = cut_grid(multipliers, wds, budget) if tuner == "grid" else (multipliers, wds)
     optimizers = [program_optimizer(name, p) for name, p in programs.items()]
     optimizers += [baseline_optimizer(b) for b in dict.fromkeys(baselines)]
@@ -189,6 +195,8 @@ def run_transfer(programs: Mapping[str, Program], *, tasks: Sequence = ("target"
     report: dict = {
         "settings": {"tuner": tuner, "budget": trials, "lr_multipliers": list(grid_mults), "wd_grid": list(grid_wds),
                      "seeds": seeds, "fresh_seeds": fresh_seeds, "fresh_seed_offset": fresh_seed_offset,
+                     "replicate_seeds": replicate_seeds,
+                     "replication_seed_offset": fresh_seed_offset + REPLICATION_SHIFT if replicate_seeds else None,
                      "steps_override": steps_override, "lr_schedule": lr_schedule,
                      "baselines": list(dict.fromkeys(baselines)),
                      "selection": "lowest mean final val loss over the tuning seeds (trials with a diverged seed "
@@ -232,6 +240,8 @@ def run_transfer(programs: Mapping[str, Program], *, tasks: Sequence = ("target"
             if kinds[name] == "program" and r["best"] is not None:
                 r["paired"] = {other: compare(r["best"], o["best"]) for other, o in results.items()
                                if kinds[other] == "baseline" and o["best"] is not None}
+        if replicate_seeds:
+            replicate(task, optimizers, results, replicate_seeds, fresh_seed_offset + REPLICATION_SHIFT)
         png = out.file(f"curves_{task.name}.png")
         if out.is_main_process:
             atomic_write_bytes(png, curves_png(task.name, results))
@@ -252,6 +262,26 @@ def run_transfer(programs: Mapping[str, Program], *, tasks: Sequence = ("target"
             console.print(line.replace("**", ""), highlight=False)
         console.print(f"wrote {out.file('transfer.md')}", highlight=False)
     return markdown
+
+
+def replicate(task, optimizers: Sequence, results: Mapping[str, dict], n: int, offset: int) -> None:
+    """Adds ``replication`` to every non-tie paired comparison of ``results``: program and baseline retrained at
+    their chosen points on ``n`` new seeds (keys ``offset + s``), compared again, ``confirmed`` when the verdict
+    is the same. Each optimizer is retrained once per task, however many comparisons it is in."""
+    by_name = {o.name: o for o in optimizers}
+    again: dict[str, dict] = {}
+
+    def retrained(name: str) -> dict:
+        if name not in again:
+            best = results[name]["best"]
+            again[name] = {**best, **evaluate_fresh(task, by_name[name], best, n, offset)}
+        return again[name]
+
+    for name, r in results.items():
+        for other, c in r.get("paired", {}).items():
+            if c["verdict"] != "tie":
+                rep = compare(retrained(name), retrained(other))
+                c["replication"] = {**rep, "seed_offset": offset, "confirmed": rep["verdict"] == c["verdict"]}
 
 
 def _log_task(logger: TBLogger, task, results: Mapping[str, dict], png: pathlib.Path) -> None:

@@ -106,8 +106,24 @@ def verdict(task_name: str, results: Mapping[str, dict], kinds: Mapping[str, str
         parts.append(f"{name} {_WORDS[c['verdict']]} the best baseline {ref} "
                      f"({plus_minus(b['val_loss_mean'], b['val_loss_se'])} vs {plus_minus(rb['val_loss_mean'], rb['val_loss_se'])},"
                      f" {rel:+.1%}; paired difference {c['difference']:+.3g}, {c['confidence']:.0%} CI "
-                     f"[{lo:+.3g}, {hi:+.3g}], {c['n']} fresh seeds)")
+                     f"[{lo:+.3g}, {hi:+.3g}], {c['n']} fresh seeds)"
+                     + replication_note(results[name].get("paired", {}).get(ref)))
     return f"**{task_name}**: " + "; ".join(parts) + "."
+
+
+def replication_note(paired: dict | None) -> str:
+    """`` — replicated on N new seeds: ...`` for a paired comparison that ``replicate_seeds`` tested again, else
+    ''. Confirmed: the second test, on seeds no earlier number used, gives the same verdict."""
+    rep = (paired or {}).get("replication")
+    if not rep:
+        return ""
+    if rep["mean_a"] is None or rep["mean_b"] is None or rep.get("diverged_a") or rep.get("diverged_b"):
+        shown = f"{rep['verdict']} (a run diverged)"
+    else:
+        lo, hi = rep["ci"]
+        shown = f"x{rep['mean_a'] / rep['mean_b']:.3f}, {rep['verdict']} (95% CI [{lo:+.3g}, {hi:+.3g}])"
+    word = "confirmed" if rep["confirmed"] else "NOT confirmed"
+    return f"; replicated on {rep['n']} new seeds: {shown}: {word}"
 
 
 def _vs_cell(b: dict, ref: dict | None, is_ref: bool) -> str:
@@ -209,7 +225,11 @@ def transfer_markdown(report: dict, sections: list[str], verdicts: list[str], op
          f"(`beats`/`loses to` when it excludes 0). 'edge' marks a chosen lr at the end of the lr range. "
          f"Programs run through `to_optax` (what `discover export` gives)."
          + (f" Every optimizer's lr follows the same {s['lr_schedule']} schedule over each task's steps (the tuned "
-            f"lr is its peak)." if s.get("lr_schedule", "constant") != "constant" else "")), "",
+            f"lr is its peak)." if s.get("lr_schedule", "constant") != "constant" else "")
+         + (f" Every program-vs-baseline verdict that is not a tie was tested again on {s['replicate_seeds']} "
+            f"further seeds (keys from {s['replication_seed_offset']}), both optimizers at their chosen points: "
+            f"'confirmed' when the second verdict is the same, a guard against the chance wins of many comparisons."
+            if s.get("replicate_seeds") else "")), "",
         "## Verdicts", "",
         *[f"- {v}" for v in verdicts], "",
         "## Results", "",

@@ -23,6 +23,7 @@ from envs.baselines import reference_keys
 from envs.train import make_population_trainer, ravel, task_layout, unravel
 from search_spaces.update_rules import PROGRAM_NAMES, SEED_NAMES, seed
 
+REPLICATION_SHIFT = 10_000  # replication seeds start this far after the fresh seeds (transfer --replicate-seeds)
 FRESH_SEED_OFFSET = 10_000  # fresh seed s trains with jax.random.key(FRESH_SEED_OFFSET + s); tuning seeds are 0..
 BO_SEED = 0  # the BO tuner's seed: the same initial design for every optimizer
 BO_WD_ZERO = 1e-3  # a 0 in the wd grid: the BO box reaches down to max(wd_grid) * BO_WD_ZERO

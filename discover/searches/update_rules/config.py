@@ -187,6 +187,14 @@ class HeldoutSection:
         default_factory=lambda: ["adamw"], metadata={"help": "optimizers tuned alongside on the targets"})
     seeds: int = dataclasses.field(
         default=5, metadata={"min": 2, "help": "fresh training seeds per optimizer on each target"})
+    replicate_seeds: int = dataclasses.field(
+        default=10, metadata={"min": 0, "help": "every verdict on a target that is not a tie is tested again on this "
+                                                "many further seeds; only a verdict both tests give is confirmed "
+                                                "(0: off; 1 is refused)"})
+
+    def __post_init__(self):
+        if self.replicate_seeds == 1:
+            raise ValueError("replicate_seeds: 0 (off) or >= 2 (a paired interval needs two seeds), got 1")
 
 
 @dataclasses.dataclass(frozen=True)

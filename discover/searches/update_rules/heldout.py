@@ -36,6 +36,7 @@ from discover.shared.evolution import HallEntry, constant_slots, scale_constants
 from discover.shared.scoring import release_trainers
 from discover.shared.simplify import score_fn, simplify
 from discover.shared.transfer import run_transfer
+from discover.shared.transfer_report import replication_note
 from envs.tasks import task_family, task_names
 
 FRESH_SEED = 10_007  # first training seed of the robustness check: far from the references' seeds 0, 1, ...
@@ -187,6 +188,7 @@ def heldout_evaluation(state: SearchState, ctx: SearchContext, run_dir: RunDir) 
         programs = {program_name(config, f.rank): parse(f.simplified, max_len=10**6) for f in robust}
         with ctx.profile.section("transfer"):  # lr x wd tuning and fresh-seed training of every optimizer, report
             run_transfer(programs, tasks=cfg.targets, baselines=cfg.baselines, seeds=cfg.seeds,
+                         replicate_seeds=cfg.replicate_seeds,
                          lr_schedule=config.fitness.lr_schedule, out_dir=run_dir.path / "transfer", tb=False,
                          console=None)
         report["transfer"] = "transfer/transfer.json"
@@ -226,13 +228,17 @@ def transfer_verdicts(run_dir: RunDir, programs: list[str], metaval_tasks=()) ->
                 if c["mean_a"] is None or c["mean_b"] is None:  # a run diverged on a fresh seed
                     out.append({"task": task, "program": name, "baseline": baseline, "verdict": c["verdict"],
                                 "ratio": None, "ci": None, "selected_on": same_family,
-                                "line": f"{task}: {name} {verdict} tuned {baseline} (a run diverged){note}"})
+                                "confirmed": (c.get("replication") or {}).get("confirmed"),
+                                "line": f"{task}: {name} {verdict} tuned {baseline} (a run diverged"
+                                        f"{replication_note(c)}){note}"})
                     continue
                 ratio = c["mean_a"] / c["mean_b"] if c["mean_b"] else float("inf")
                 lo, hi = c["ci"]
+                rep = c.get("replication")
                 out.append({"task": task, "program": name, "baseline": baseline, "verdict": c["verdict"],
                             "ratio": ratio, "ci": [lo, hi], "selected_on": same_family,
+                            "confirmed": None if rep is None else rep["confirmed"],
                             "line": f"{task}: {name} {verdict} tuned {baseline} (val loss x{ratio:.3f}; paired "
-                                    f"95% CI of the difference [{lo:+.3g}, {hi:+.3g}], {c['n']} fresh seeds)"
-                                    f"{note}"})
+                                    f"95% CI of the difference [{lo:+.3g}, {hi:+.3g}], {c['n']} fresh seeds"
+                                    f"{replication_note(c)}){note}"})
     return out
