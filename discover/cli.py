@@ -58,6 +58,8 @@ def _every_command() -> None:
     # agree to 1e-7 at the same speed. On the CPU it changes nothing.
     if MATMUL_PRECISION_ENV not in os.environ:
         jax.config.update("jax_default_matmul_precision", "highest")
+
+
 console = Console()
 err_console = Console(stderr=True)
 

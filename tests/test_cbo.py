@@ -180,6 +180,8 @@ def test_es_weight_decay_pulls_the_mean_toward_zero_where_the_fitness_is_flat():
     np.testing.assert_allclose(out[0.5], mean0 * (1 - 0.1 * 0.5) ** 3, rtol=1e-5)
     with pytest.raises(ValueError, match="has no optimizer"):
         make_strategy("CMA_ES", 4, mean0, sigma=0.1, lr=0.1, antithetic=False, rank_shaping=True, weight_decay=0.5)
+    with pytest.raises(ValueError, match="has no optimizer"):
+        make_strategy("CBO", 4, mean0, sigma=0.1, lr=0.1, antithetic=False, rank_shaping=True, weight_decay=0.5)
     assert load_config(RLSearchConfig, overrides=["es.weight_decay=0.5"]).es.weight_decay == 0.5
     with pytest.raises(ConfigError, match="strategy CBO has no optimizer"):
         load_config(RLSearchConfig, overrides=["es.strategy=CBO", "es.weight_decay=0.5"])

@@ -68,9 +68,12 @@ def make_strategy(name: str, popsize: int, template: Any, *, sigma: float, lr: f
     they take them, except that a strategy whose fitness shaping is its recombination weights (CMA_ES, SNES,
     ...: evosax's ``weights_fitness_shaping_fn``) keeps it, rank-based already; their std starts at ``sigma`` only
     with :func:`strategy_params`. ``weight_decay`` > 0: AdamW(lr, weight_decay) in place of Adam, a decoupled
-    pull of the mean toward 0 (ValueError for a strategy without an optimizer). ``CBO``: particles drawn with std ``sigma`` around the initial mean, centered ranks as
-    fitness shaping when ``rank_shaping``, and ``cbo`` = {alpha, lambda, sigma, dt} (the defaults of
-    :mod:`discover.shared.cbo` for any left out; see :func:`cbo_options`)."""
+    pull of the mean toward 0 (ValueError for a strategy without an optimizer, CBO included). ``CBO``: particles
+    drawn with std ``sigma`` around the initial mean, centered ranks as fitness shaping when ``rank_shaping``, and
+    ``cbo`` = {alpha, lambda, sigma, dt} (the defaults of :mod:`discover.shared.cbo` for any left out; see
+    :func:`cbo_options`)."""
+    if weight_decay > 0 and not strategy_has_optimizer(name):
+        raise ValueError(f"make_strategy: {name} has no optimizer, so weight_decay {weight_decay} cannot apply")
     if name in EXTRA_STRATEGIES:
         options = dict(cbo or {})
         unknown = set(options) - set(CBO_OPTIONS)
@@ -91,8 +94,6 @@ def make_strategy(name: str, popsize: int, template: Any, *, sigma: float, lr: f
         "fitness_shaping_fn": centered_rank_fitness_shaping_fn if rank_shaping else identity_fitness_shaping_fn,
     }
     kwargs = {k: v for k, v in offered.items() if k in accepted}
-    if weight_decay > 0 and "optimizer" not in kwargs:
-        raise ValueError(f"make_strategy: {name} has no optimizer, so weight_decay {weight_decay} cannot apply")
     if accepted["fitness_shaping_fn"].default is weights_fitness_shaping_fn:
         # CMA-ES, SNES, xNES & co: their shaping IS their recombination weights (fitness -> weights by rank,
         # already rank-based); centered ranks in its place would weight the best members negatively.

@@ -124,7 +124,8 @@ def _check_grid(name: str, values: Sequence[float], positive: bool) -> tuple[flo
 
 
 def check_tuning(tuner: str, budget: int | None, multipliers: Sequence[float], wds: Sequence[float],
-                 seeds: int, fresh_seeds: int, fresh_seed_offset: int = FRESH_SEED_OFFSET) -> int:
+                 seeds: int, fresh_seeds: int, fresh_seed_offset: int = FRESH_SEED_OFFSET,
+                 replicate_seeds: int = 0) -> int:
     """Validates the tuning settings (InputError naming the defect); returns the trials per optimizer."""
     if tuner not in TUNERS:
         raise InputError(f"transfer: unknown tuner {tuner!r} (known: {', '.join(TUNERS)})")
@@ -135,6 +136,8 @@ def check_tuning(tuner: str, budget: int | None, multipliers: Sequence[float], w
                          f"start there; tuning seeds are 0 .. seeds - 1), got {seeds}")
     if fresh_seeds < 2:
         raise InputError(f"transfer: fresh_seeds must be >= 2 (a paired interval needs two seeds), got {fresh_seeds}")
+    if replicate_seeds and replicate_seeds < 2:
+        raise InputError(f"transfer: replicate_seeds must be 0 (off) or >= 2, got {replicate_seeds}")
     if budget is not None and budget < 1:
         raise InputError(f"transfer: budget must be >= 1 trial, got {budget}")
     size = len(multipliers) * len(wds)
@@ -154,7 +157,8 @@ def run_transfer(programs: Mapping[str, Program], *, tasks: Sequence = ("target"
                  lr_grid: Sequence[float] = DEFAULT_LR_MULTIPLIERS, wd_grid: Sequence[float] = DEFAULT_WD_GRID,
                  seeds: int = DEFAULT_SEEDS, fresh_seeds: int = DEFAULT_FRESH_SEEDS, tuner: str = "grid",
                  budget: int | None = None, steps_override: int | None = None, lr_schedule: str = "constant",
-                 fresh_seed_offset: int = FRESH_SEED_OFFSET, replicate_seeds: int = 0, out_dir: str | os.PathLike | None = None, tb: bool = True, console=None) -> str:
+                 fresh_seed_offset: int = FRESH_SEED_OFFSET, replicate_seeds: int = 0,
+                 out_dir: str | os.PathLike | None = None, tb: bool = True, console=None) -> str:
     """Runs ``programs`` (label -> Program) and ``baselines`` on ``tasks`` and writes the report into
     ``out_dir`` (default: a new ``checkpoints/transfer-<time>``); returns the markdown of ``transfer.md``.
 
@@ -165,15 +169,13 @@ def run_transfer(programs: Mapping[str, Program], *, tasks: Sequence = ("target"
     seeds; the tuning, on seeds 0 .. seeds - 1, chooses the same points); ``replicate_seeds`` > 0: every program
     vs baseline verdict that is not a tie is tested again, both at their chosen points, on that many further seeds
     (keys ``fresh_seed_offset + REPLICATION_SHIFT + s``) and marked confirmed when the second verdict agrees (a
-    guard against the chance wins of many comparisons); ``steps_override``: train every task this many steps instead of its own;
-    ``lr_schedule``: every optimizer's lr moves under it on every task (envs.tasks.LR_SCHEDULES). ``console``:
-    a rich Console for progress lines."""
+    guard against the chance wins of many comparisons); ``steps_override``: train every task this many steps
+    instead of its own; ``lr_schedule``: every optimizer's lr moves under it on every task
+    (envs.tasks.LR_SCHEDULES). ``console``: a rich Console for progress lines."""
 
     multipliers = _check_grid("lr_grid", lr_grid, positive=True)
     wds = _check_grid("wd_grid", wd_grid, positive=False)
-    trials = check_tuning(tuner, budget, multipliers, wds, seeds, fresh_seeds, fresh_seed_offset)
-    if replicate_seeds and replicate_seeds < 2:
-        raise InputError(f"transfer: replicate_seeds must be 0 (off) or >= 2, got {replicate_seeds}")
+    trials = check_tuning(tuner, budget, multipliers, wds, seeds, fresh_seeds, fresh_seed_offset, replicate_seeds)
     grid_mults, grid_wds = cut_grid(multipliers, wds, budget) if tuner == "grid" else (multipliers, wds)
     optimizers = [program_optimizer(name, p) for name, p in programs.items()]
     optimizers += [baseline_optimizer(b) for b in dict.fromkeys(baselines)]

@@ -112,7 +112,7 @@ def verdict(task_name: str, results: Mapping[str, dict], kinds: Mapping[str, str
 
 
 def replication_note(paired: dict | None) -> str:
-    """`` — replicated on N new seeds: ...`` for a paired comparison that ``replicate_seeds`` tested again, else
+    """``; replicated on N new seeds: ...`` for a paired comparison that ``replicate_seeds`` tested again, else
     ''. Confirmed: the second test, on seeds no earlier number used, gives the same verdict."""
     rep = (paired or {}).get("replication")
     if not rep:
@@ -219,8 +219,7 @@ def transfer_markdown(report: dict, sections: list[str], verdicts: list[str], op
         (f"Each optimizer is tuned with the same budget of {s['budget']} (lr, wd) trials: {tuning}; "
          f"{s['seeds']} tuning seeds per trial. The chosen point (lowest mean validation loss over the tuning "
          f"seeds) is trained again on {s['fresh_seeds']} fresh seeds{_offset_note(s)}, the same for every optimizer; "
-         f"every number "
-         f"in the tables comes from them (± is the standard error over the fresh seeds), and each verdict is a "
+         f"every number in the tables comes from them (± is the standard error over the fresh seeds), and each verdict is a "
          f"paired comparison on them: the {CONFIDENCE:.0%} t-interval of the mean per-seed difference "
          f"(`beats`/`loses to` when it excludes 0). 'edge' marks a chosen lr at the end of the lr range. "
          f"Programs run through `to_optax` (what `discover export` gives)."

@@ -225,19 +225,19 @@ def transfer_verdicts(run_dir: RunDir, programs: list[str], metaval_tasks=()) ->
         for name in programs:
             for baseline, c in result["optimizers"].get(name, {}).get("paired", {}).items():
                 verdict = {"better": "beats", "worse": "loses to", "tie": "ties with"}[c["verdict"]]
+                confirmed = (c.get("replication") or {}).get("confirmed")  # None: not tested again
                 if c["mean_a"] is None or c["mean_b"] is None:  # a run diverged on a fresh seed
                     out.append({"task": task, "program": name, "baseline": baseline, "verdict": c["verdict"],
                                 "ratio": None, "ci": None, "selected_on": same_family,
-                                "confirmed": (c.get("replication") or {}).get("confirmed"),
+                                "confirmed": confirmed,
                                 "line": f"{task}: {name} {verdict} tuned {baseline} (a run diverged"
                                         f"{replication_note(c)}){note}"})
                     continue
                 ratio = c["mean_a"] / c["mean_b"] if c["mean_b"] else float("inf")
                 lo, hi = c["ci"]
-                rep = c.get("replication")
                 out.append({"task": task, "program": name, "baseline": baseline, "verdict": c["verdict"],
                             "ratio": ratio, "ci": [lo, hi], "selected_on": same_family,
-                            "confirmed": None if rep is None else rep["confirmed"],
+                            "confirmed": confirmed,
                             "line": f"{task}: {name} {verdict} tuned {baseline} (val loss x{ratio:.3f}; paired "
                                     f"95% CI of the difference [{lo:+.3g}, {hi:+.3g}], {c['n']} fresh seeds"
                                     f"{replication_note(c)}){note}"})
