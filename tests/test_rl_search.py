@@ -391,3 +391,54 @@ def test_the_headline_names_the_buckets_when_an_env_has_its_own_lifetimes():
     full = dict(per, **{"Catch-bsuite 2": {"mean": 1.0, "stderr": 0.0}})
     summary.per_horizon = {"learned": full}
     assert "averaged over horizons 1x, 2x of 4,096 steps" in summary.headline()[0]
+
+
+def test_every_bucket_each_generation_scores_rows_by_their_mean_normalized_return(tiny_run):
+    """horizon.sample: every trains every row at every lifetime (one trainer call per bucket, the same seeds) and
+    scores a row by the mean over buckets of its return normalized on that bucket; default draws one bucket."""
+    root, _, _, _ = tiny_run
+    config = load_config(RLSearchConfig, TINY, [f"fitness.cache_dir={root / 'baseline-cache'}", "horizon.sample=every"])
+    search = RLObjectiveSearch()
+    ctx = search.prepare(config, RunDir.create(root, "every", dump_config(config)), NullProgress())
+    sc = ctx.search
+    calls = []
+
+    def fake_train_rows(keys, params, n_updates, env=0):  # row i returns 10 * (i + 1) + n_updates on every seed
+        calls.append((int(n_updates), np.asarray(keys).copy()))
+        rows, seeds = keys.shape[:2]
+        final = np.broadcast_to(10.0 * np.arange(1, rows + 1)[:, None] + n_updates, (rows, seeds)).astype(np.float32)
+        zeros = np.zeros((rows, seeds, max(sc.horizon_updates)), np.float32)
+        return {"final_return": final, "finite": np.ones((rows, seeds), bool), "return_sum": zeros,
+                "episode_count": zeros}
+
+    sc.train_rows = fake_train_rows
+    state, info = search.step(search.init(ctx), ctx)
+    assert [n for n, _ in calls] == list(sc.horizon_updates)  # every bucket, in order
+    assert all(np.array_equal(calls[0][1], k) for _, k in calls)  # the same training seeds at every bucket
+    rows = np.arange(1, sc.rows + 1)
+    expected = np.mean([(10.0 * rows + n - sc.random_returns[k]) / (sc.ppo_returns[k] - sc.random_returns[k])
+                        for k, n in enumerate(sc.horizon_updates)], axis=0)
+    np.testing.assert_allclose(info["scores"], expected[:-1], rtol=1e-5)
+    assert float(info["mean_drift"]) == pytest.approx(expected[-1], rel=1e-5)
+    assert float(state.history["horizon"][0]) == 0.0  # 0 = every bucket
+    assert search.log(_NullTB(), state, info, 1.0, ctx).endswith("mean over every env and lifetime")
+    # the default draws one bucket per generation
+    calls.clear()
+    config = load_config(RLSearchConfig, TINY, [f"fitness.cache_dir={root / 'baseline-cache'}"])
+    ctx = search.prepare(config, RunDir.create(root, "one", dump_config(config)), NullProgress())
+    ctx.search.train_rows = fake_train_rows
+    state, info = search.step(search.init(ctx), ctx)
+    assert len(calls) == 1 and float(state.history["horizon"][0]) in sc.multiples
+
+
+class _NullTB:
+    def scalars(self, *args, **kwargs):
+        pass
+
+    def histogram(self, *args, **kwargs):
+        pass
+
+    def figure(self, *args, **kwargs):
+        import matplotlib.pyplot as plt
+
+        plt.close(args[1])

@@ -109,6 +109,17 @@ class HorizonSection:
         },
     )
 
+    sample: str = dataclasses.field(
+        default="one",
+        metadata={
+            "choices": ["one", "every"],
+            "help": "one: each generation draws one (env, horizon) bucket for all its rows and seeds; every: each "
+            "generation trains every row on every bucket (es.train_seeds seeds each) and scores it by the mean of "
+            "its normalized returns over the buckets, so every ES step weighs short and long lifetimes alike "
+            "(costs the sum of the lifetimes per generation instead of one draw)",
+        },
+    )
+
     per_env: dict[str, list[float]] = dataclasses.field(
         default_factory=dict,
         metadata={

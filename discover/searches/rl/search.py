@@ -8,7 +8,9 @@ lifetimes log-uniform; ``horizon.per_env`` gives an env its own), with several m
 call compiled once per env for every horizon, the same training seeds for every row); a row's score is its mean
 final return normalized on that env and horizon by PPO's and a random policy's (``envs.rl_envs.normalize_return``:
 PPO = 1, random = 0); fitness = -score (the engine minimizes; Open_ES shapes it to centred ranks), a row whose
-training produced NaN/inf gets fitness +inf and is counted.
+training produced NaN/inf gets fitness +inf and is counted. With ``horizon.sample: every`` a generation trains
+every row at every bucket instead of one drawn bucket, and a row's score is the mean of its normalized returns
+over the buckets.
 
 Outputs in the run directory: ``baselines.json`` (PPO, DPO and the random policy at every horizon; one
 ``baselines-<env>.json`` more per extra env), ``best_drift.npz`` and ``final_drift.npz`` (drift parameters with
@@ -296,12 +298,14 @@ class RLObjectiveSearch:
 
     def log(self, tb: TBLogger, state: SearchState, info: dict, seconds: float, ctx: RunContext) -> str:
         config, g, es_state = ctx.config, int(state.generation), state.es_state
-        bucket = int(info["bucket"])
-        lifetime = ctx.search.horizon_updates[bucket] * ctx.steps_per_update
+        bucket = int(info["bucket"])  # the bucket trained on (horizon.sample: every: the first of them)
+        every = config.horizon.sample == "every"
+        buckets = range(len(ctx.search.multiples)) if every else [bucket]
+        env_steps = sum(ctx.search.horizon_updates[k] for k in buckets) * ctx.steps_per_update
         env = ctx.search.env_name(bucket)
         tb.scalars(g, {
-            "es/horizon_multiple": ctx.search.multiples[bucket],
-            **({"es/env_index": ctx.search.bucket_env[bucket]} if len(ctx.search.trains) > 1 else {}),
+            **({} if every else {"es/horizon_multiple": ctx.search.multiples[bucket]}),
+            **({"es/env_index": ctx.search.bucket_env[bucket]} if len(ctx.search.trains) > 1 and not every else {}),
             "es/normalized_return_mean_drift": info["mean_drift"],
             "es/normalized_return_best_member": info["member_best"],
             "es/normalized_return_member_mean": info["member_mean"],
@@ -310,7 +314,7 @@ class RLObjectiveSearch:
             "es/sigma": float(np.mean(np.asarray(getattr(es_state, "std", np.nan)))),
             "es/mean_norm": float(jnp.linalg.norm(es_state.mean)),
             "time/generation_s": seconds,
-            "time/env_steps_per_s": ctx.search.rows * config.es.train_seeds * lifetime / max(seconds, 1e-9),
+            "time/env_steps_per_s": ctx.search.rows * config.es.train_seeds * env_steps / max(seconds, 1e-9),
         })
         scores = np.asarray(info["scores"], np.float64)
         tb.histogram("es/member_normalized_return", scores[np.isfinite(scores)], g)  # failures: es/failures
@@ -323,6 +327,8 @@ class RLObjectiveSearch:
             curves = {"ES mean drift": mean_curve, **ctx.baseline_curves(bucket)}
             title = f"{env} at {ctx.search.multiples[bucket]:g}x, gen {g}"
             tb.figure("returns/curves", curves_figure(curves, ctx.steps_per_update, title), g, close=False)
+        if every:
+            return f"RL search: mean drift {float(info['mean_drift']):.3f} x PPO, mean over every env and lifetime"
         return (f"RL search {env}: mean drift {float(info['mean_drift']):.3f} x PPO "
                 f"at {ctx.search.multiples[bucket]:g}x")
 

@@ -1,5 +1,6 @@
 """The RL search's state and one ES generation: propose (a horizon, a population, shared training seeds), train
-every row x seed in one call, conclude (normalize, tell the ES, track the best mean)."""
+every row x seed in one call per bucket trained on (one drawn bucket, or every bucket with ``horizon.sample:
+every``), conclude (normalize, tell the ES, track the best mean)."""
 
 from __future__ import annotations
 
@@ -73,19 +74,21 @@ def propose(state: SearchState, ctx: SearchContext):
     rows = _stack_rows(population, ctx.strategy.get_mean(es_state))
     seeds = jax.random.split(k_train, ctx.config.es.train_seeds)
     keys = jnp.broadcast_to(seeds, (ctx.rows,) + seeds.shape)  # common random numbers across rows
-    n_updates = jnp.asarray(ctx.horizon_updates, jnp.int32)[bucket]
-    return population, es_state, rows, keys, n_updates, (key, k_tell, bucket)
+    return population, es_state, rows, keys, (key, k_tell, bucket)
 
 
 def conclude(
-    state: SearchState, ctx: SearchContext, population, es_state, metrics, keys
+    state: SearchState, ctx: SearchContext, population, es_state, metrics, buckets, keys
 ) -> tuple[SearchState, dict]:
-    """Score the rows (mean over seeds of the return, normalized by PPO and the random policy on this
-    generation's env and horizon), tell the ES (fitness = -score), update best/history."""
+    """Score the rows, tell the ES (fitness = -score), update best/history. ``metrics`` are ``[rows, B, seeds]``,
+    trained on the ``B`` buckets ``buckets``; a row's score is the mean over those buckets of its mean return
+    over seeds normalized by PPO and the random policy on that bucket's env and horizon (one bucket: that
+    score), and a row that failed anywhere scores -inf."""
     key, k_tell, bucket = keys
-    final = jnp.mean(metrics["final_return"], axis=1)
-    ok = jnp.all(metrics["finite"], axis=1) & jnp.isfinite(final)
-    score = jnp.where(ok, ctx.normalize(final, bucket), -jnp.inf)
+    final = jnp.mean(metrics["final_return"], axis=-1)  # [rows, B]
+    ok = jnp.all(metrics["finite"], axis=(1, 2)) & jnp.all(jnp.isfinite(final), axis=1)
+    score = jnp.where(ok, jnp.mean(ctx.normalize(final, buckets[None, :]), axis=1), -jnp.inf)
+    every = len(ctx.multiples) > 1 and ctx.config.horizon.sample == "every"
     fitness = -score[:-1]  # the engine minimizes; failures get +inf
     evaluated_mean = es_state.mean  # flat; the mean this population was drawn around
     es_state, _ = ctx.strategy.tell(k_tell, population, fitness, es_state, ctx.es_params)
@@ -99,8 +102,9 @@ def conclude(
         "member_mean": jnp.nanmean(finite_member),
         "member_median": jnp.nanmedian(finite_member),
         "failures": jnp.sum(~ok[:-1]).astype(jnp.float32),
-        "horizon": jnp.asarray(ctx.multiples, jnp.float32)[bucket],
-        "env": jnp.asarray(ctx.bucket_env, jnp.float32)[bucket],  # index into env.names
+        # the multiple trained on; 0 = every bucket (horizon.sample: every)
+        "horizon": jnp.float32(0.0) if every else jnp.asarray(ctx.multiples, jnp.float32)[bucket],
+        "env": jnp.float32(-1.0) if every else jnp.asarray(ctx.bucket_env, jnp.float32)[bucket],  # env.names index
     }
     improved = score[-1] > state.best_score
     new_state = _as_arrays(
@@ -114,16 +118,24 @@ def conclude(
             history={k: v.at[g].set(stats[k]) for k, v in state.history.items()},
         )
     )
-    curve_of_mean = {k: metrics[k][-1] for k in ("return_sum", "episode_count")}
-    return new_state, {**stats, "scores": member, "mean_row": curve_of_mean, "bucket": bucket}
+    curve_of_mean = {k: metrics[k][-1, 0] for k in ("return_sum", "episode_count")}  # the first bucket's
+    return new_state, {**stats, "scores": member, "mean_row": curve_of_mean, "bucket": buckets[0]}
+
+
+def generation_buckets(ctx: SearchContext, drawn: int) -> list[int]:
+    """The buckets a generation trains on: the drawn one, or every one (``horizon.sample: every``)."""
+    return list(range(len(ctx.multiples))) if ctx.config.horizon.sample == "every" else [drawn]
 
 
 def run_generation(state: SearchState, ctx: SearchContext) -> tuple[SearchState, dict]:
-    """One ES generation, a pure function of ``state``: propose, train every row x seed in one call, conclude.
-    The trainer is its own compiled function (shared with the final evaluation)."""
-    population, es_state, rows, train_keys, n_updates, keys = ctx.propose_fn(state)
-    metrics = ctx.train_rows(train_keys, rows, n_updates, env=ctx.bucket_env[int(keys[2])])
-    return ctx.conclude_fn(state, population, es_state, metrics, keys)
+    """One ES generation, a pure function of ``state``: propose, train every row x seed in one call per bucket
+    (the same seeds at every bucket), conclude. The trainer is its own compiled function per env (shared with
+    the final evaluation)."""
+    population, es_state, rows, train_keys, keys = ctx.propose_fn(state)
+    buckets = generation_buckets(ctx, int(keys[2]))
+    runs = [ctx.train_rows(train_keys, rows, ctx.horizon_updates[k], env=ctx.bucket_env[k]) for k in buckets]
+    metrics = {name: np.stack([run[name] for run in runs], axis=1) for name in runs[0]}  # [rows, B, seeds, ...]
+    return ctx.conclude_fn(state, population, es_state, metrics, np.asarray(buckets, np.int32), keys)
 
 
 @dataclasses.dataclass
