@@ -22,6 +22,9 @@ import numpy as np
 
 from discover.language.ops import OP_BY_NAME, OPS
 from discover.language.program import Program, parse
+from discover.language.time_use import tie_bias_corrections, time_problems
+
+TIME_USES = ("free", "bias_corrections")  # where programs may read t (discover.language.time_use)
 
 SEED_NAMES: tuple[str, ...] = (
     "adamw", "adam", "sgd", "momentum", "nesterov", "rmsprop", "adagrad", "adabelief",
@@ -101,6 +104,7 @@ class UpdateRuleSpace:
     const_negative_prob: float = 0.2
     const_perturb_log2_sigma: float = 1.0
     const_digits: int = 4
+    time: str = "free"
 
     def __post_init__(self):
         object.__setattr__(self, "ops", tuple(self.ops))
@@ -129,6 +133,8 @@ class UpdateRuleSpace:
         if self.const_perturb_log2_sigma < 0:
             raise ValueError(f"UpdateRuleSpace.const_perturb_log2_sigma must be >= 0, "
                              f"got {self.const_perturb_log2_sigma}")
+        if self.time not in TIME_USES:
+            raise ValueError(f"UpdateRuleSpace.time must be one of {', '.join(TIME_USES)}, got {self.time!r}")
         if self.const_digits < 1:
             raise ValueError(f"UpdateRuleSpace.const_digits must be >= 1, got {self.const_digits}")
 
@@ -158,7 +164,14 @@ class UpdateRuleSpace:
         used = sorted({s.op for s in program.statements} - set(self.ops) - {"copy"})
         if used:
             out.append(f"uses op(s) outside the space: {', '.join(used)}")
+        if self.time == "bias_corrections":
+            out.extend(time_problems(program))
         return out
+
+    def canonical(self, program: Program) -> Program:
+        """The form a mutated child takes in this space: with ``time: bias_corrections``, each bias
+        correction's base follows its EMA's rate (a mutation of the rate moves both)."""
+        return tie_bias_corrections(program) if self.time == "bias_corrections" else program
 
     def admits(self, program: Program) -> bool:
         return not self.problems(program)

@@ -88,6 +88,8 @@ def make_child(parent: Program, rng: np.random.Generator, space, weights: Mappin
     invalid = 0
     for _ in range(max_tries):
         child, kind = mutate(parent, rng, space, weights, max_tries=1)  # each failed try is counted here
+        canonical = getattr(space, "canonical", None)  # e.g. bias corrections follow their EMA's rate
+        child = canonical(child) if canonical is not None else child
         if child != parent and kind != "none" and space.admits(child):
             return child, kind, invalid
         invalid += 1

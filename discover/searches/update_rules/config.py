@@ -17,7 +17,7 @@ from discover.shared import cbo
 from discover.shared.es import STRATEGY_NAMES
 from discover.shared.scoring import AGGREGATES, ROBUST_LR_MULTIPLIERS
 from envs import tasks as task_registry
-from search_spaces.update_rules import PROGRAM_NAMES, UpdateRuleSpace, seed
+from search_spaces.update_rules import PROGRAM_NAMES, TIME_USES, UpdateRuleSpace, seed
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -42,9 +42,15 @@ class SpaceSection:
     allow_h: bool = dataclasses.field(
         default=False, metadata={"help": "programs may read a Hutchinson diagonal-Hessian estimate h (slower)"})
 
+    time: str = dataclasses.field(
+        default="free", metadata={"choices": list(TIME_USES), "help": "where programs may read the step count t: "
+                                  "free, or bias_corrections (only as Adam's S / (1 - pow(b, t)) of an EMA S of "
+                                  "rate b, so a rule cannot build a step-size schedule of its own from t)"})
+
     def space(self) -> UpdateRuleSpace:
         kw = {} if self.ops is None else {"ops": tuple(self.ops)}
-        return UpdateRuleSpace(max_len=self.max_len, n_state=self.n_state, allow_h=self.allow_h, **kw)
+        return UpdateRuleSpace(max_len=self.max_len, n_state=self.n_state, allow_h=self.allow_h, time=self.time,
+                               **kw)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -50,7 +50,8 @@ def refine_program(program: Program, fitness: float, ctx: SearchContext, key: ja
     for _ in range(cfg.generations):
         key, k_ask, k_tell = jax.random.split(key, 3)
         x, es_state = ask(k_ask, es_state, params)
-        candidates = [scale_constants(program, row) for row in np.asarray(x, np.float64)]
+        # canonical: a bias correction's base follows its EMA's scaled rate (space.time: bias_corrections)
+        candidates = [ctx.space.canonical(scale_constants(program, row)) for row in np.asarray(x, np.float64)]
         scores = ctx.proxy.score(candidates).fitness
         i = int(np.argmin(scores))
         if scores[i] < best_fitness:
