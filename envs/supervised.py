@@ -24,7 +24,10 @@ from envs.task_data import array_fingerprint, hash_randint
 
 
 def cross_entropy_rows(logits, labels):
-    return jax.nn.logsumexp(logits, axis=-1) - jnp.take_along_axis(logits, labels[..., None], -1)[..., 0]
+    # log_softmax subtracts the largest logit before anything else. logsumexp(z) - z_y (optax's form too) does
+    # not: with logits near 1e30 (a rule that blows the weights up) both terms round to the same float and the
+    # loss reads 0, a perfect score.
+    return -jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), labels[..., None], -1)[..., 0]
 
 
 def cross_entropy(logits, labels):

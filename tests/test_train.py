@@ -309,3 +309,20 @@ def test_trainers_are_shared_for_the_same_task_and_rule():
     assert make_population_trainer(task, adamw_update_fn(), adamw_init_opt_state, curve_every=5) is not first
     with pytest.raises(ValueError, match="hessian_every"):
         make_population_trainer(task, adamw_update_fn(), adamw_init_opt_state, hessian_every=0)
+
+
+def test_a_rule_that_blows_the_weights_up_does_not_read_as_a_zero_loss():
+    """Adding a huge constant to every weight, ignoring the gradient, makes every logit ~1e30. logsumexp(z) - z_y
+    then rounds to 0 (a perfect score that a search found and exploited); the loss must stay at least log K."""
+    from envs.supervised import cross_entropy_rows
+
+    assert np.allclose(cross_entropy_rows(jnp.full((2, 3), 1e30), jnp.asarray([0, 2])), np.log(3.0))
+
+    def blow_up(opt_state, g, w, lr, t, h, opt_args):
+        return -jnp.full_like(w, 1e6), opt_state  # w <- w + 1e6 at every step
+
+    task = dataclasses.replace(get_task("softmax_digits_proxy"), num_steps=20)
+    train = make_population_trainer(task, blow_up, _no_state)
+    out = jax.device_get(train(KEYS4[:2], jnp.asarray([1e-3, 1e-3]), None))
+    assert not out["diverged"].any()
+    assert (out["val_loss"] >= np.log(10.0) - 1e-3).all(), out["val_loss"]
