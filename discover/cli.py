@@ -389,22 +389,24 @@ def transfer_cmd(
     fresh_seeds: int | None = typer.Option(None, help="update rules: fresh seeds the chosen point is reported on "
                                                       "(default 5)"),
     fresh_seed_offset: int | None = typer.Option(None, help="update rules: the fresh seeds' first key (default "
-                                                            "10000); another value replicates a report on new seeds"),
+                                                            "10000); another value replicates a report on new seeds. "
+                                                            "RL: > 0 trains every method on other seeds (default 0)"),
     replicate_seeds: int = typer.Option(0, help="update rules: test every verdict that is not a tie again on this "
                                                 "many further seeds (0: off)"),
     out: Path | None = typer.Option(None, "--out", help="output folder"),
 ) -> None:
     """Evaluate discovered algorithms on held-out tasks against tuned baselines (table + plots)."""
     if len(sources) == 1 and _is_rl_source(sources[0]):
-        if (tuner != "grid" or budget is not None or fresh_seeds is not None or fresh_seed_offset is not None
+        if (tuner != "grid" or budget is not None or fresh_seeds is not None
                 or replicate_seeds or lr_schedule != "constant"):
-            fail("--tuner, --budget, --fresh-seeds, --fresh-seed-offset, --replicate-seeds and --lr-schedule are for "
+            fail("--tuner, --budget, --fresh-seeds, --replicate-seeds and --lr-schedule are for "
                  "update rules; an RL transfer has no lr x wd to tune")
         from discover.shared import rl_transfer  # deferred: gymnax starts JAX (module doc)
 
         closed_form = None if distilled is None else _run(rl_transfer.load_distilled, distilled)
         table = _run(rl_transfer.run_rl_transfer, sources[0], _names(envs), _floats(horizons, "--horizons"),
-                     rl_transfer.DEFAULT_SEEDS if seeds is None else seeds, out, closed_form)
+                     rl_transfer.DEFAULT_SEEDS if seeds is None else seeds, out, closed_form,
+                     seed_offset=fresh_seed_offset or 0)
     else:
         if distilled is not None:
             fail("--distilled: distilled drifts transfer with ONE RL run directory or drift file (.npz)")

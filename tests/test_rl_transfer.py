@@ -180,9 +180,10 @@ def test_distilled_loader_slot(monkeypatch, tmp_path):
         (["--horizons", "a,b"], ["--horizons: expected comma-separated numbers"]),
         (["--seeds", "0"], ["--seeds must be a whole number >= 1, got 0"]),
         (["--distilled", "nope.py"], ["nope.py"]),
+        (["--fresh-seed-offset", "-1"], ["--fresh-seed-offset must be a whole number >= 0, got -1"]),
     ],
     ids=["unknown-env", "no-env", "zero-horizon", "negative-horizon", "nan-horizon", "not-numbers", "no-seeds",
-         "distilled-missing"],
+         "distilled-missing", "negative-seed-offset"],
 )
 def test_transfer_bad_arguments_are_one_line(tiny_drift, tmp_path, args, words):
     out = tmp_path / "out"
@@ -196,3 +197,20 @@ def test_transfer_refuses_a_file_that_is_not_a_drift(tmp_path):
     junk.write_bytes(b"not a zip")
     result = runner.invoke(app, ["transfer", str(junk), "--envs", "CartPole-v1", "--out", str(tmp_path / "o")])
     one_line_error(result, str(junk), "not a saved drift")
+
+
+def test_a_seed_offset_replicates_the_table_on_other_seeds(tiny_drift, tmp_path):
+    """--fresh-seed-offset K > 0 trains every method on other seeds; 0 (the default) keeps the earlier seeds."""
+    def transfer(out, *extra):
+        result = runner.invoke(app, ["transfer", str(tiny_drift), "--envs", "CartPole-v1", "--horizons", "2",
+                                     "--seeds", "4", "--out", str(tmp_path / out), *extra])
+        assert result.exit_code == 0, result.output
+        report = json.loads((tmp_path / out / "transfer.json").read_text())
+        return report, {c["method"]: c["returns"] for c in report["cells"]}
+
+    default, returns = transfer("default")
+    zero, returns_zero = transfer("zero", "--fresh-seed-offset", "0")
+    other, returns_other = transfer("other", "--fresh-seed-offset", "1")
+    assert returns_zero == returns and default["seed_offset"] == zero["seed_offset"] == 0
+    assert other["seed_offset"] == 1 and all(returns_other[m] != returns[m] for m in returns)
+    assert "(seed offset 1)" in (tmp_path / "other" / "transfer.md").read_text()

@@ -315,12 +315,14 @@ def run_rl_transfer(
     out_dir: str | pathlib.Path | None = None,
     distilled: DistilledDrift | None = None,
     cache_dir: str | pathlib.Path | None = None,
+    seed_offset: int = 0,
 ) -> str:
     """Evaluates a learned drift (and optionally a distilled one) against PPO and DPO on ``envs`` x
     ``horizons`` with ``seeds`` seeds per method and cell; writes transfer.md / .json / .png and TensorBoard
     (text + figure) into ``out_dir`` (default: the run directory, or the drift file's folder). Random-policy
-    returns are cached in ``cache_dir`` (default: ``.rl_baselines`` beside the output folder). Returns the
-    markdown.
+    returns are cached in ``cache_dir`` (default: ``.rl_baselines`` beside the output folder). ``seed_offset`` > 0
+    trains every method on other seeds (the same table replicated; PPO's own replicate shows how far a method
+    equal to PPO moves against another set's normalizer). Returns the markdown.
 
     ``transfer.json``: ``{"cells": [{"env", "horizon", "method", "iqm", "ci": [lo, hi], "mean", "seeds",
     "defined", ...}], "aggregates": [...], ...}``; a cell whose normalizer is undefined has nulls."""
@@ -340,7 +342,11 @@ def run_rl_transfer(
     cache = pathlib.Path(cache_dir) if cache_dir is not None else target.resolve().parent / ".rl_baselines"
 
     rows = []
+    if isinstance(seed_offset, bool) or not isinstance(seed_offset, int) or seed_offset < 0:
+        raise InputError(f"--fresh-seed-offset must be a whole number >= 0, got {seed_offset!r}")
     base_key = jax.random.PRNGKey(TRANSFER_SEED)
+    if seed_offset:  # 0 keeps the seeds every earlier table used
+        base_key = jax.random.fold_in(base_key, seed_offset)
     for e, env in enumerate(envs):
         reference = trained.get(env) or reference_ppo_config(env, train_env, train_ppo)
         configs = [_at_horizon(reference, multiple) for multiple in horizons]
@@ -374,10 +380,12 @@ def run_rl_transfer(
             agg[method] = {"iqm": point, "ci": [ci[0], ci[1]]}
         aggregates.append(agg)
 
-    markdown = _markdown(drift_file, meta, " + ".join(trained), train_ppo, seeds, rows, aggregates, methods)
+    markdown = _markdown(drift_file, meta, " + ".join(trained), train_ppo, seeds, rows, aggregates, methods,
+                         seed_offset)
     out = RunDir(target)
     out.write_text("transfer.md", markdown)
-    out.write_json("transfer.json", _json(drift_file, meta, seeds, rows, aggregates, methods))
+    out.write_json("transfer.json", {**_json(drift_file, meta, seeds, rows, aggregates, methods),
+                                     "seed_offset": seed_offset})
     fig = transfer_figure(rows, methods)
     fig.savefig(out.file("transfer.png"), dpi=90)
     logger = TBLogger(run if (run is not None and out_dir is None) else out)
@@ -387,13 +395,14 @@ def run_rl_transfer(
     return markdown
 
 
-def _markdown(drift_file, meta, train_env, train_ppo, seeds, rows, aggregates, methods) -> str:
+def _markdown(drift_file, meta, train_env, train_ppo, seeds, rows, aggregates, methods, seed_offset=0) -> str:
     trained = meta.get("horizons")
     lifetimes = f", lifetimes {', '.join(f'{m:g}x' for m in trained)}" if trained else ""
     for env, multiples in (meta.get("env_horizons") or {}).items():  # horizon.per_env
         lifetimes += f" ({env}: {', '.join(f'{m:g}x' for m in multiples)})"
     title = (f"Transfer of {drift_file.name} (meta-trained on {train_env}, {train_ppo.total_timesteps:,} steps"
-             f"{lifetimes}), {seeds} seeds per method and cell")
+             f"{lifetimes}), {seeds} seeds per method and cell"
+             + (f" (seed offset {seed_offset})" if seed_offset else ""))
     undefined = sum(not r["defined"] for r in rows)
     notes = [
         ("Score of a run: (R - R_random) / (R_PPO - R_random), with R_PPO the mean of PPO's runs in the same cell "
