@@ -5,6 +5,7 @@ enters through its hook; bad arguments are one line with exit 2."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import pathlib
 import re
@@ -24,6 +25,7 @@ from envs.ppo import PPOConfig
 from search_spaces.drift import DriftConfig, make_drift
 
 runner = CliRunner()
+REPO = pathlib.Path(__file__).resolve().parents[1]
 # A tiny CartPole trainer (16 updates at 1x) on which PPO is above a random policy beyond noise at 2x.
 TINY_PPO = PPOConfig(num_envs=2, num_steps=16, total_timesteps=512, update_epochs=1, num_minibatches=2,
                      hidden_size=8, lr=0.01, final_window=0.25)
@@ -203,7 +205,7 @@ def test_a_seed_offset_replicates_the_table_on_other_seeds(tiny_drift, tmp_path)
     """--fresh-seed-offset K > 0 trains every method on other seeds; 0 (the default) keeps the earlier seeds."""
     def transfer(out, *extra):
         result = runner.invoke(app, ["transfer", str(tiny_drift), "--envs", "CartPole-v1", "--horizons", "2",
-                                     "--seeds", "4", "--out", str(tmp_path / out), *extra])
+                                     "--seeds", "16", "--out", str(tmp_path / out), *extra])
         assert result.exit_code == 0, result.output
         report = json.loads((tmp_path / out / "transfer.json").read_text())
         return report, {c["method"]: c["returns"] for c in report["cells"]}
@@ -214,3 +216,15 @@ def test_a_seed_offset_replicates_the_table_on_other_seeds(tiny_drift, tmp_path)
     assert returns_zero == returns and default["seed_offset"] == zero["seed_offset"] == 0
     assert other["seed_offset"] == 1 and all(returns_other[m] != returns[m] for m in returns)
     assert "(seed offset 1)" in (tmp_path / "other" / "transfer.md").read_text()
+    # benchmarks/rl_placebo.py: PPO's runs of one table normalized by another's PPO. On the same seeds the placebo
+    # is PPO's own cell; on other seeds it moves.
+    spec = importlib.util.spec_from_file_location("rl_placebo", REPO / "benchmarks" / "rl_placebo.py")
+    rl_placebo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rl_placebo)
+    same = rl_placebo.placebo(default, zero)
+    ppo = next(c for c in default["cells"] if c["method"] == "PPO")
+    assert ppo["defined"]  # 16 seeds at 2x: PPO is above random here (the tiny trainer's comment)
+    assert same["rows"][0]["placebo_iqm"] == pytest.approx(ppo["iqm"], rel=1e-9)
+    moved = rl_placebo.placebo(default, other)["rows"][0]
+    assert moved["placebo_iqm"] != pytest.approx(ppo["iqm"], rel=1e-9)
+    assert moved["ppo_return_b"] == pytest.approx(np.mean(returns_other["PPO"]))
