@@ -113,8 +113,19 @@ def test_transfer_json_matches_table(tiny_drift, tmp_path):
     for cell in report["cells"]:
         assert set(cell) >= {"env", "horizon", "method", "iqm", "ci", "mean", "seeds"}
         assert cell["seeds"] == 16 and len(cell["returns"]) == 16
-    rows = _table_rows(markdown)
+    main_table, normalizer_part = markdown.split("The same IQMs with intervals that also redraw PPO's runs")
+    rows = _table_rows(main_table)
     assert [r[1] for r in rows] == ["1x", "2x"]
+    normalizer_rows = _table_rows(normalizer_part.split("Aggregate IQM")[0])
+    assert [r[1] for r in normalizer_rows] == ["1x", "2x"]
+    for row in normalizer_rows:  # the same IQMs, intervals with the normalizer redrawn
+        horizon = float(row[1].rstrip("x"))
+        for i, method in enumerate(methods):
+            cell = cells[("CartPole-v1", horizon, method)]
+            if cell["defined"]:
+                point, lo, hi = (float(x) for x in re.fullmatch(r"(\S+) \[(\S+), (\S+)\]", row[2 + i]).groups())
+                assert (point, lo, hi) == pytest.approx((cell["iqm"], *cell["ci_with_normalizer"]), abs=5e-4)
+                assert lo <= point <= hi
     defined = 0
     for row in rows:
         horizon = float(row[1].rstrip("x"))

@@ -112,6 +112,28 @@ def stratified_bootstrap(cells: Sequence[Sequence[float]], statistic=None, confi
     return point, (float(np.quantile(values, alpha)), float(np.quantile(values, 1.0 - alpha)))
 
 
+def normalized_iqm_interval(returns: Sequence[float], ppo_returns: Sequence[float], random_return: float,
+                            confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES,
+                            seed: int = 0) -> tuple[float, tuple[float, float]]:
+    """IQM of the scores (R - R_random) / (mean(R_PPO) - R_random) with a percentile interval that redraws the
+    seeds jointly (``scipy.stats.bootstrap``, paired: the method and PPO trained on the same seeds), so PPO's own
+    16-seed mean, the normalizer, is uncertain in the interval as it is in fact. A failed run (non-finite return)
+    scores 0, as in the transfer table; PPO's failed runs leave its mean."""
+    x, y = np.asarray(returns, np.float64), np.asarray(ppo_returns, np.float64)
+
+    def statistic(a, b):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scores = np.where(np.isfinite(a), (a - random_return) / (np.nanmean(b) - random_return), 0.0)
+        return iqm(scores)
+
+    point = statistic(x, y)
+    if len(x) < 2:
+        return point, (point, point)
+    result = stats.bootstrap((x, y), statistic, paired=True, vectorized=False, n_resamples=n_resamples,
+                             confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed))
+    return point, (float(result.confidence_interval.low), float(result.confidence_interval.high))
+
+
 def probability_of_improvement(x: Sequence[float], y: Sequence[float], confidence: float = CONFIDENCE,
                                n_resamples: int = N_RESAMPLES, seed: int = 0) -> tuple[float, tuple[float, float]]:
     """P(X > Y) for a run X of one method and a run Y of another (higher is better), ties counting one half:
@@ -136,6 +158,7 @@ __all__ = [
     "PairedComparison",
     "bootstrap_ci",
     "iqm",
+    "normalized_iqm_interval",
     "paired",
     "probability_of_improvement",
     "stratified_bootstrap",
