@@ -42,8 +42,7 @@ def placebo(a: dict, b: dict, seed: int = 0) -> dict:
             continue
         ppo_b = cells_b[key]["PPO"]
         returns = np.asarray([np.nan if r is None else r for r in ppo_b["returns"]], np.float64)
-        scores = np.where(np.isfinite(returns),
-                          rl_envs.normalize_return(returns, ppo_a["ppo_return"], ppo_a["random_return"]), 0.0)
+        scores = rl_envs.normalized_runs(returns, ppo_a["ppo_return"], ppo_a["random_return"])
         iqm, ci = stats.stratified_bootstrap([scores], seed=seed)
         learned_b = cells_b[key].get("learned", {})
         rows.append({"env": key[0], "horizon": key[1], "held_out": ppo_a.get("held_out", False),

@@ -100,6 +100,13 @@ def normalize_return(value, ppo_return: float, random_return: float):
     return (value - random_return) / (ppo_return - random_return)
 
 
+def normalized_runs(returns, ppo_return: float, random_return: float) -> np.ndarray:
+    """Per-run scores (:func:`normalize_return`) of ``returns``, a failed run (non-finite return) scoring 0: how
+    transfer tables score every method's runs."""
+    returns = np.asarray(returns, np.float64)
+    return np.where(np.isfinite(returns), normalize_return(returns, ppo_return, random_return), 0.0)
+
+
 def normalizer_defined(ppo_returns, random_returns) -> bool:
     """Whether PPO is above the random policy beyond noise: the gap of the means exceeds 2 combined standard
     errors (the project's rule for a difference). Needs at least 2 runs of each."""

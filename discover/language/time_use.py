@@ -18,11 +18,11 @@ from discover.language.program import Program, Statement
 @dataclasses.dataclass(frozen=True)
 class _Correction:
     """A ``q = pow(c, t)`` statement and what reads it: ``r = 1 - q`` statements, each read only as a divisor of
-    an EMA state just updated (the ``interp`` statements' indices), or ``None`` where the pattern breaks."""
+    an EMA state just updated (the ``interp`` statements' indices); ``problem`` says where the pattern breaks."""
 
     pow_index: int
-    emas: tuple[int, ...] | None  # interp statement per division; None: some use is not a bias correction
-    problem: str = ""
+    emas: tuple[int, ...]  # the interp statement of each division
+    problem: str = ""  # empty: every use is a bias correction
 
 
 def _uses(program: Program) -> tuple[list[tuple], dict[tuple, list[tuple[int, int]]], set[tuple]]:
@@ -76,7 +76,7 @@ def _corrections(program: Program) -> tuple[list[_Correction], list[str]]:
                                           "state just updated by interp")
                     continue
                 emas.append(numerator[1])
-        found.append(_Correction(i, None if problem else tuple(emas), problem))
+        found.append(_Correction(i, tuple(emas), problem))
     return found, stray
 
 
@@ -86,7 +86,7 @@ def time_problems(program: Program) -> list[str]:
     problems = list(stray)
     for c in corrections:
         st = program.statements[c.pow_index]
-        if c.emas is None:
+        if c.problem:
             problems.append(c.problem)
             continue
         betas = {program.statements[e].args[2] for e in c.emas}
@@ -102,7 +102,7 @@ def tie_bias_corrections(program: Program) -> Program:
     statements = list(program.statements)
     corrections, _ = _corrections(program)
     for c in corrections:
-        if not c.emas:
+        if c.problem or not c.emas:
             continue
         betas = {program.statements[e].args[2] for e in c.emas}
         st = statements[c.pow_index]

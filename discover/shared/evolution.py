@@ -86,9 +86,9 @@ def make_child(parent: Program, rng: np.random.Generator, space, weights: Mappin
     """``(child, mutation, invalid)``: a child of ``parent`` inside ``space``; a mutation that fails (gives
     the parent back or leaves the space) is counted in ``invalid`` and re-mutated, up to ``max_tries``."""
     invalid = 0
+    canonical = getattr(space, "canonical", None)  # e.g. bias corrections follow their EMA's rate
     for _ in range(max_tries):
         child, kind = mutate(parent, rng, space, weights, max_tries=1)  # each failed try is counted here
-        canonical = getattr(space, "canonical", None)  # e.g. bias corrections follow their EMA's rate
         child = canonical(child) if canonical is not None else child
         if child != parent and kind != "none" and space.admits(child):
             return child, kind, invalid

@@ -210,8 +210,7 @@ def normalized_scores(finals: dict[str, np.ndarray], random: np.ndarray) -> tupl
     if not defined:
         return False, {}
     ppo_mean, random_mean = float(np.nanmean(ppo)), float(np.mean(random))
-    return True, {m: np.where(np.isfinite(v), rl_envs.normalize_return(v, ppo_mean, random_mean), 0.0)
-                  for m, v in finals.items()}
+    return True, {m: rl_envs.normalized_runs(v, ppo_mean, random_mean) for m, v in finals.items()}
 
 
 def cell_statistics(scores: np.ndarray, ppo_scores: np.ndarray | None, seed: int) -> dict:

@@ -48,7 +48,13 @@ from discover.searches.rl.baselines import (
 )
 from discover.searches.rl.config import RLSearchConfig
 from discover.searches.rl.figures import curves_figure, drift_figure
-from discover.searches.rl.steps import SearchContext, SearchState, init_search_state, run_generation
+from discover.searches.rl.steps import (
+    SearchContext,
+    SearchState,
+    generation_buckets,
+    init_search_state,
+    run_generation,
+)
 from discover.shared import runner
 from discover.shared.drift_io import save_drift
 from discover.shared.es import cbo_options, make_strategy
@@ -299,8 +305,8 @@ class RLObjectiveSearch:
     def log(self, tb: TBLogger, state: SearchState, info: dict, seconds: float, ctx: RunContext) -> str:
         config, g, es_state = ctx.config, int(state.generation), state.es_state
         bucket = int(info["bucket"])  # the bucket trained on (horizon.sample: every: the first of them)
-        every = config.horizon.sample == "every"
-        buckets = range(len(ctx.search.multiples)) if every else [bucket]
+        buckets = generation_buckets(ctx.search, bucket)
+        every = len(buckets) > 1
         env_steps = sum(ctx.search.horizon_updates[k] for k in buckets) * ctx.steps_per_update
         env = ctx.search.env_name(bucket)
         tb.scalars(g, {

@@ -88,7 +88,7 @@ def conclude(
     final = jnp.mean(metrics["final_return"], axis=-1)  # [rows, B]
     ok = jnp.all(metrics["finite"], axis=(1, 2)) & jnp.all(jnp.isfinite(final), axis=1)
     score = jnp.where(ok, jnp.mean(ctx.normalize(final, buckets[None, :]), axis=1), -jnp.inf)
-    every = len(ctx.multiples) > 1 and ctx.config.horizon.sample == "every"
+    every = buckets.shape[0] > 1  # horizon.sample: every (static under jit)
     fitness = -score[:-1]  # the engine minimizes; failures get +inf
     evaluated_mean = es_state.mean  # flat; the mean this population was drawn around
     es_state, _ = ctx.strategy.tell(k_tell, population, fitness, es_state, ctx.es_params)
@@ -123,7 +123,8 @@ def conclude(
 
 
 def generation_buckets(ctx: SearchContext, drawn: int) -> list[int]:
-    """The buckets a generation trains on: the drawn one, or every one (``horizon.sample: every``)."""
+    """The buckets a generation trains on: the drawn one, or every one (``horizon.sample: every``; with one
+    bucket the two are the same)."""
     return list(range(len(ctx.multiples))) if ctx.config.horizon.sample == "every" else [drawn]
 
 
