@@ -378,3 +378,77 @@ def test_cli_replicates_every_verdict_that_is_not_a_tie_on_further_seeds(tmp_pat
                                    "--replicate-seeds", "1", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "replicate_seeds must be 0 (off) or >= 2" in bad.output
     assert not (tmp_path / "x").exists()
+
+
+PANEL_NATIVE = ("nadamw", "radam", "amsgrad", "adan", "adopt", "ademamix", "muon")
+
+
+def test_the_published_optimizer_panel_trains_a_tiny_task_as_baselines():
+    # Each optax optimizer of benchmarks/optimizer_panel.py runs through the transfer trainer (population-vmapped,
+    # per-member parameter pytree) and learns; Muon's orthogonalized step on the 2-D weight is not AdamW's.
+    task = _tiny_classifier()
+    start = float(task.val_loss(task.init(jax.random.key(0))))
+    finals = {}
+    for name in ("adamw",) + PANEL_NATIVE:
+        opt = transfer.baseline_optimizer(name)
+        grid = transfer.run_grid(task, opt, [task.lr * 3.0], [0.0], 1)
+        finals[name] = float(np.asarray(grid["val_loss"]).ravel()[0])
+        assert math.isfinite(finals[name]) and finals[name] < 0.8 * start, (name, finals[name], start)
+    assert finals["muon"] != pytest.approx(finals["adamw"], rel=1e-3)
+
+
+def _panel_module():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "optimizer_panel.py"
+    spec = importlib.util.spec_from_file_location("optimizer_panel", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _cell(mean, verdict=None, confirmed=None):
+    best = {"val_loss_mean": mean}
+    if verdict is None:
+        return {"best": best}
+    c = {"verdict": verdict}
+    if confirmed is not None:
+        c["replication"] = {"confirmed": confirmed}
+    return {"best": best, "vs_reference": c}
+
+
+def test_the_panel_counts_only_confirmed_wins_and_the_worst_ratio():
+    panel = _panel_module()
+    tasks = {f"t{i}": {"optimizers": {"AdamW": _cell(1.0)}} for i in range(4)}
+    # A: confirmed wins on 2 of 4, never > 5% worse: meets the target. B: 2 wins, one not confirmed. C: 2
+    # confirmed wins but 8% worse on a tie. D: diverged on one task.
+    plan = {"A": [(0.9, "better", True), (0.95, "better", True), (1.04, "tie", None), (1.0, "tie", None)],
+            "B": [(0.9, "better", True), (0.95, "better", False), (1.0, "tie", None), (1.0, "tie", None)],
+            "C": [(0.9, "better", True), (0.95, "better", True), (1.08, "tie", None), (1.0, "tie", None)],
+            "D": [(0.9, "better", True), (0.95, "better", True), (1.0, "tie", None), None]}
+    for label, cells in plan.items():
+        for i, c in enumerate(cells):
+            tasks[f"t{i}"]["optimizers"][label] = {"best": None} if c is None else _cell(*c)
+    rows, table = panel.summarize({"tasks": tasks})
+    by = {r["optimizer"]: r for r in rows}
+    assert [by[k]["meets_target"] for k in "ABCD"] == [True, False, False, False]
+    assert by["B"]["confirmed_wins"] == 1 and "better, not confirmed" in by["B"]["cells"]["t1"]
+    assert by["C"]["worst_ratio"] == pytest.approx(1.08) and by["D"]["worst_ratio"] == math.inf
+    assert by["D"]["cells"]["t3"] == "diverged" and table.count("\n") == 1 + len(plan)
+
+
+def test_the_panel_replicates_each_verdict_against_adamw_on_further_seeds(tmp_path, monkeypatch):
+    panel = _panel_module()
+    monkeypatch.setattr("sys.argv", ["optimizer_panel.py", "--out", str(tmp_path), "--tasks", "mlp_regression_proxy",
+                                     "--optimizers", "adamw,amsgrad,sgd", "--lr-grid", "0.01", "--wd-grid", "0",
+                                     "--seeds", "1", "--fresh-seeds", "3", "--replicate", "3"])
+    panel.main()
+    report = json.loads((tmp_path / "panel.json").read_text())
+    results = report["tasks"]["mlp_regression_proxy"]["optimizers"]
+    crawl = results["sgd"]["vs_reference"]  # plain SGD at 1/100 of AdamW's lr barely moves: a sure loss
+    assert crawl["verdict"] == "worse" and crawl["replication"]["n"] == 3 and crawl["replication"]["confirmed"]
+    assert crawl["replication"]["mean_a"] != pytest.approx(results["sgd"]["best"]["val_loss_mean"])
+    rows = {r["optimizer"]: r for r in report["panel"]["rows"]}
+    assert rows["sgd"]["confirmed_losses"] == 1 and not rows["sgd"]["meets_target"]
+    assert "AMSGrad" in rows and "AdamW" not in rows

@@ -53,11 +53,25 @@ _NATIVE = {
     "adamw": ("AdamW", lambda lr: optax.adamw(lr, weight_decay=0.0), "optax.adamw (b1 0.9, b2 0.999, eps 1e-8)"),
     "lion": ("Lion", lambda lr: optax.lion(lr, weight_decay=0.0), "optax.lion (b1 0.9, b2 0.99)"),
     "sgdm": ("SGD-M", lambda lr: optax.sgd(lr, momentum=0.9), "optax.sgd with momentum 0.9"),
+    # Published optimizers at optax's defaults, their own weight decay 0 (the tuner adds one): a panel of what
+    # the field already knows, to measure how far tuned AdamW can be beaten on a set of targets at all.
+    "nadamw": ("NAdamW", lambda lr: optax.nadamw(lr, weight_decay=0.0), "optax.nadamw (Nesterov Adam)"),
+    "radam": ("RAdam", lambda lr: optax.radam(lr), "optax.radam (rectified Adam)"),
+    "amsgrad": ("AMSGrad", lambda lr: optax.amsgrad(lr), "optax.amsgrad"),
+    "adan": ("Adan", lambda lr: optax.adan(lr), "optax.adan (b1 0.98, b2 0.92, b3 0.99)"),
+    "adopt": ("ADOPT", lambda lr: optax.contrib.adopt(lr), "optax.contrib.adopt (b2 0.9999, eps 1e-6)"),
+    "ademamix": ("AdEMAMix", lambda lr: optax.contrib.ademamix(lr),
+                 "optax.contrib.ademamix (b3 0.9999, alpha 5, no warm-up of either)"),
+    # consistent_rms 0.2 scales Muon's orthogonalized step to AdamW's typical RMS (arXiv 2502.16982), so one lr
+    # serves its matrices and the AdamW it runs on every non-2D parameter (biases, conv kernels).
+    "muon": ("Muon", lambda lr: optax.contrib.muon(lr, consistent_rms=0.2),
+             "optax.contrib.muon on 2-D parameters (Nesterov, 5 Newton-Schulz steps, RMS 0.2), AdamW on the rest"),
 }
 
 
 def baseline_optimizer(name: str) -> Optimizer:
-    """``adamw``, ``lion``, ``sgdm`` (optax's own), any seed program or shipped discovery by name."""
+    """optax's own (``adamw``, ``lion``, ``sgdm`` and the panel above), any seed program or shipped discovery by
+    name."""
     if name in _NATIVE:
         label, make, source = _NATIVE[name]
         return Optimizer(label, "baseline", make, None, source)
