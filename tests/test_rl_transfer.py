@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from discover.cli import app
 from discover.infra.errors import InputError
-from discover.shared import rl_transfer
+from discover.shared import rl_transfer, stats
 from discover.shared.drift_io import save_drift
 from envs import rl_envs
 from envs.ppo import PPOConfig
@@ -100,6 +100,14 @@ def _distilled(ratio, advantage, progress, log_horizon):
 
 
 @pytest.mark.slow
+def test_the_interval_with_the_normalizer_scores_runs_as_the_table_does():
+    # A failed run scores 0 (rl_envs.normalized_runs); PPO's failed runs leave its mean; the point is the cell's IQM.
+    returns, ppo = [np.nan, 100.0, 100.0, 100.0, 60.0], [np.nan, 60.0, 60.0, 60.0, 60.0]
+    point, (lo, hi) = rl_transfer.iqm_with_normalizer(returns, ppo, 20.0, n_resamples=200)
+    assert point == pytest.approx(stats.iqm([0.0, 2.0, 2.0, 2.0, 1.0]))
+    assert lo <= point <= hi and lo >= 0.0
+
+
 def test_transfer_json_matches_table(tiny_drift, tmp_path):
     out = tmp_path / "out"
     markdown = rl_transfer.run_rl_transfer(tiny_drift, envs=["CartPole-v1"], horizons=[1.0, 2.0], seeds=16,

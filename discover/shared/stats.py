@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy import stats
@@ -112,21 +112,14 @@ def stratified_bootstrap(cells: Sequence[Sequence[float]], statistic=None, confi
     return point, (float(np.quantile(values, alpha)), float(np.quantile(values, 1.0 - alpha)))
 
 
-def normalized_iqm_interval(returns: Sequence[float], ppo_returns: Sequence[float], random_return: float,
-                            confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES,
-                            seed: int = 0) -> tuple[float, tuple[float, float]]:
-    """IQM of the scores (R - R_random) / (mean(R_PPO) - R_random) with a percentile interval that redraws the
-    seeds jointly (``scipy.stats.bootstrap``, paired: the method and PPO trained on the same seeds), so PPO's own
-    16-seed mean, the normalizer, is uncertain in the interval as it is in fact. A failed run (non-finite return)
-    scores 0, as in the transfer table; PPO's failed runs leave its mean."""
-    x, y = np.asarray(returns, np.float64), np.asarray(ppo_returns, np.float64)
-
-    def statistic(a, b):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            scores = np.where(np.isfinite(a), (a - random_return) / (np.nanmean(b) - random_return), 0.0)
-        return iqm(scores)
-
-    point = statistic(x, y)
+def paired_bootstrap(x: Sequence[float], y: Sequence[float], statistic: Callable[[np.ndarray, np.ndarray], float],
+                     confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES,
+                     seed: int = 0) -> tuple[float, tuple[float, float]]:
+    """``statistic(x, y)`` with a percentile interval that redraws the pairs (x_i, y_i) jointly
+    (``scipy.stats.bootstrap``, paired): for two methods trained on the same seeds, where y's part of the
+    statistic (a normalizer, a reference) is as uncertain as x's."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    point = float(statistic(x, y))
     if len(x) < 2:
         return point, (point, point)
     result = stats.bootstrap((x, y), statistic, paired=True, vectorized=False, n_resamples=n_resamples,
@@ -158,8 +151,8 @@ __all__ = [
     "PairedComparison",
     "bootstrap_ci",
     "iqm",
-    "normalized_iqm_interval",
     "paired",
+    "paired_bootstrap",
     "probability_of_improvement",
     "stratified_bootstrap",
 ]
