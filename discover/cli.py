@@ -375,7 +375,9 @@ def _is_rl_source(source: str) -> bool:
 def transfer_cmd(
     sources: list[str] = typer.Argument(..., help="programs (files, seeds, run dirs) or ONE RL run dir / drift"),
     tasks: str = typer.Option("target", help="update rules: comma-separated target tasks or kinds"),
-    baselines: str = typer.Option("adamw,lion,sgdm", help="update rules: baselines to tune alongside"),
+    baselines: str = typer.Option("adamw,lion,sgdm", help="update rules: baselines to tune alongside: optax's "
+                                   "adamw, lion, sgdm, nadamw, radam, amsgrad, adan, adopt, ademamix, muon, or "
+                                   "any seed program"),
     lr_grid: str | None = typer.Option(None, help="update rules: lr multipliers, e.g. 0.1,0.3,1,3,10"),
     wd_grid: str | None = typer.Option(None, help="update rules: weight decays, e.g. 0,0.1"),
     envs: str | None = typer.Option(None, help="RL: environments (default: meta-training env + held-out)"),
