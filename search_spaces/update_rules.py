@@ -29,7 +29,7 @@ TIME_USES = ("free", "bias_corrections")  # where programs may read t (discover.
 SEED_NAMES: tuple[str, ...] = (
     "adamw", "adam", "sgd", "momentum", "nesterov", "rmsprop", "adagrad", "adabelief",
     "lion", "signum", "diffgrad", "powersign", "addsign", "sophia",
-    "lion_tanh", "lion_clip", "lion_l2", "adagradnorm",
+    "lion_tanh", "lion_clip", "lion_l2", "adagradnorm", "nadamw",
 )
 
 

@@ -201,6 +201,7 @@ def adagradnorm_ref(lr):  # Ward, Wu & Bottou 2019: b^2 += ||g||^2 (over the who
 # optax's optimizers with their 0.2.8 defaults spelled out, so the constants compared are explicit.
 REFERENCES = {
     "adamw": lambda lr: optax.adamw(lr, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, weight_decay=1e-4),
+    "nadamw": lambda lr: optax.nadamw(lr, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, weight_decay=1e-4),
     "adam": lambda lr: optax.adam(lr, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0),
     "sgd": lambda lr: optax.sgd(lr),
     "momentum": lambda lr: optax.sgd(lr, momentum=0.9),
@@ -376,7 +377,7 @@ def test_sophia_reads_h():
 def test_seed_files_and_names_agree():
     files = sorted(p.stem for p in SEEDS_DIR.glob("*.py"))
     assert files == sorted(SEED_NAMES)
-    assert len(set(SEED_NAMES)) == len(SEED_NAMES) == 18
+    assert len(set(SEED_NAMES)) == len(SEED_NAMES) == 19
 
 
 @pytest.mark.parametrize("name", SEED_NAMES)
