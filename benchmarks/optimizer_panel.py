@@ -11,7 +11,7 @@ the same 16-point lr x decoupled-wd grid, 3 tuning seeds, the chosen point retra
 tested again, both optimizers at their chosen points, on ``--replicate`` further seeds (the seeds of
 ``transfer --replicate-seeds``); only a confirmed verdict counts, since 9 optimizers x 7 targets are 63 tests.
 The panel is optax's implementation at its default hyperparameters (transfer_tuning._NATIVE), plus the AdaBelief
-and Adam seed programs. Nothing here feeds a search config: the targets are the ones the searches report on, and
+seed program. Nothing here feeds a search config: the targets are the ones the searches report on, and
 the panel only says how hard the target is.
 """
 
@@ -21,8 +21,6 @@ import argparse
 import json
 import math
 import pathlib
-
-import numpy as np
 
 from discover.shared import transfer, transfer_tuning
 from discover.shared.transfer_report import compare, strict_json
@@ -35,29 +33,19 @@ REFERENCE = "AdamW"
 WIN_SHARE, WORST_RATIO = 0.5, 1.05  # issue 11: a 95% win on at least half of the targets, never > 5% worse
 
 
-def replicate_against_reference(report: dict, lr_schedule: str, n: int) -> None:
-    """Every non-tie verdict against AdamW, tested again on ``n`` further seeds; adds ``replication`` to it."""
+def pair_with_reference(report: dict, lr_schedule: str, replicate_seeds: int) -> None:
+    """Gives every optimizer the paired comparison with AdamW that a program gets in transfer.json (``paired``),
+    and tests each that is not a tie again on ``replicate_seeds`` further seeds (:func:`transfer.replicate`)."""
+    optimizers = [transfer_tuning.baseline_optimizer(name) for name in report["settings"]["baselines"]]
     offset = report["settings"]["fresh_seed_offset"] + transfer_tuning.REPLICATION_SHIFT
-    by_label = {transfer_tuning.baseline_optimizer(name).name: transfer_tuning.baseline_optimizer(name)
-                for name in report["settings"]["baselines"]}
     for task_name, t in report["tasks"].items():
-        task = task_registry.with_lr_schedule(transfer.resolve_tasks([task_name])[0], lr_schedule)
-        ref = t["optimizers"][REFERENCE]["best"]
-        ref_again = None  # AdamW retrained once per task, however many verdicts it is in
-        for label, r in t["optimizers"].items():
-            if label == REFERENCE or r["best"] is None or ref is None:
-                continue
-            first = compare(r["best"], ref)
-            r["vs_reference"] = first
-            if first["verdict"] != "tie":
-                if ref_again is None:
-                    ref_again = _retrained(task, by_label[REFERENCE], ref, n, offset)
-                rep = compare(_retrained(task, by_label[label], r["best"], n, offset), ref_again)
-                first["replication"] = {**rep, "seed_offset": offset, "confirmed": rep["verdict"] == first["verdict"]}
-
-
-def _retrained(task, opt, best: dict, n: int, offset: int) -> dict:
-    return {**best, **transfer_tuning.evaluate_fresh(task, opt, best, n, offset)}
+        results, ref = t["optimizers"], t["optimizers"][REFERENCE]["best"]
+        for label, r in results.items():
+            if label != REFERENCE and r["best"] is not None and ref is not None:
+                r["paired"] = {REFERENCE: compare(r["best"], ref)}
+        if replicate_seeds:
+            task = task_registry.with_lr_schedule(transfer.resolve_tasks([task_name])[0], lr_schedule)
+            transfer.replicate(task, optimizers, results, replicate_seeds, offset)
 
 
 def summarize(report: dict) -> tuple[list[dict], str]:
@@ -71,7 +59,7 @@ def summarize(report: dict) -> tuple[list[dict], str]:
         for task_name in tasks:
             t = report["tasks"][task_name]
             r, ref = t["optimizers"][label], t["optimizers"][REFERENCE]["best"]
-            c = r.get("vs_reference")
+            c = r.get("paired", {}).get(REFERENCE)
             if r["best"] is None or c is None:
                 ratios.append(math.inf)
                 cells.append("diverged")
@@ -132,8 +120,7 @@ def main() -> None:
                           fresh_seeds=args.fresh_seeds, lr_schedule=args.lr_schedule, out_dir=args.out, tb=False,
                           **grid)
     report = json.loads((args.out / "transfer.json").read_text())
-    if args.replicate:
-        replicate_against_reference(report, args.lr_schedule, args.replicate)
+    pair_with_reference(report, args.lr_schedule, args.replicate)
     rows, table = summarize(report)
     report["panel"] = {"rows": rows, "replicate_seeds": args.replicate, "win_share": WIN_SHARE,
                        "worst_ratio": WORST_RATIO}
@@ -144,5 +131,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    np.seterr(all="ignore")  # inf ratios of diverged runs are reported, not warned about
     main()

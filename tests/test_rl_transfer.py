@@ -99,7 +99,6 @@ def _distilled(ratio, advantage, progress, log_horizon):
     return jax.nn.relu((ratio - jnp.clip(ratio, 1.0 - eps, 1.0 + eps)) * advantage)
 
 
-@pytest.mark.slow
 def test_the_interval_with_the_normalizer_scores_runs_as_the_table_does():
     # A failed run scores 0 (rl_envs.normalized_runs); PPO's failed runs leave its mean; the point is the cell's IQM.
     returns, ppo = [np.nan, 100.0, 100.0, 100.0, 60.0], [np.nan, 60.0, 60.0, 60.0, 60.0]
@@ -108,6 +107,7 @@ def test_the_interval_with_the_normalizer_scores_runs_as_the_table_does():
     assert lo <= point <= hi and lo >= 0.0
 
 
+@pytest.mark.slow
 def test_transfer_json_matches_table(tiny_drift, tmp_path):
     out = tmp_path / "out"
     markdown = rl_transfer.run_rl_transfer(tiny_drift, envs=["CartPole-v1"], horizons=[1.0, 2.0], seeds=16,

@@ -415,7 +415,7 @@ def _cell(mean, verdict=None, confirmed=None):
     c = {"verdict": verdict}
     if confirmed is not None:
         c["replication"] = {"confirmed": confirmed}
-    return {"best": best, "vs_reference": c}
+    return {"best": best, "paired": {"AdamW": c}}
 
 
 def test_the_panel_counts_only_confirmed_wins_and_the_worst_ratio():
@@ -446,7 +446,7 @@ def test_the_panel_replicates_each_verdict_against_adamw_on_further_seeds(tmp_pa
     panel.main()
     report = json.loads((tmp_path / "panel.json").read_text())
     results = report["tasks"]["mlp_regression_proxy"]["optimizers"]
-    crawl = results["sgd"]["vs_reference"]  # plain SGD at 1/100 of AdamW's lr barely moves: a sure loss
+    crawl = results["sgd"]["paired"]["AdamW"]  # plain SGD at 1/100 of AdamW's lr barely moves: a sure loss
     assert crawl["verdict"] == "worse" and crawl["replication"]["n"] == 3 and crawl["replication"]["confirmed"]
     assert crawl["replication"]["mean_a"] != pytest.approx(results["sgd"]["best"]["val_loss_mean"])
     rows = {r["optimizer"]: r for r in report["panel"]["rows"]}
