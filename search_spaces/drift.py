@@ -11,7 +11,10 @@ vanishes with zero gradient at r = 1, so every drift still improves the policy t
 
 Learned drifts output ``relu(net - 1e-4)``: every feature is 0 at r = 1 and the net has no biases, so
 ``net = 0`` there, and the small offset keeps both drift and gradient exactly 0 in a neighbourhood of r = 1.
-``ppo_init`` adds PPO's drift to the learned one, so search starts near PPO.
+``ppo_init`` adds PPO's drift to the learned one, so search starts near PPO: ``PPO + relu(net - 1e-4)``, a drift
+that can only be more conservative than PPO's. With ``signed_residual`` it is ``relu(PPO + net - 1e-4)``: the
+learned term can also cancel PPO's penalty outside the clip band (down to 0, the unclipped policy gradient), so
+the search can make the update bolder, e.g. early in a short life. Both are non-negative and flat at r = 1.
 """
 
 from __future__ import annotations
@@ -37,6 +40,11 @@ class DriftConfig:
     )
     hidden_size: int = dataclasses.field(default=128, metadata={"min": 1, "help": "width of the drift MLP"})
     ppo_init: bool = dataclasses.field(default=False, metadata={"help": "add PPO's drift to the learned one"})
+    signed_residual: bool = dataclasses.field(
+        default=False,
+        metadata={"help": "with ppo_init: relu(PPO + net) instead of PPO + relu(net), so the learned term can also "
+                          "lower PPO's drift (relax its clipping), not only raise it"},
+    )
     log_horizon_input: bool = dataclasses.field(
         default=False, metadata={"help": "TA-LPO: also feed features x log10(num updates)"}
     )
@@ -153,9 +161,10 @@ def make_drift(config: DriftConfig) -> DriftFamily:
     def apply(params, ratio, advantage, progress, log_horizon):
         progress = jnp.asarray(progress, jnp.float32)
         log_horizon = jnp.asarray(log_horizon, jnp.float32)
-        drift = jax.nn.relu(
-            mlp.apply(params, features(ratio, advantage, progress, log_horizon)) - OUTPUT_OFFSET
-        )
+        net = mlp.apply(params, features(ratio, advantage, progress, log_horizon)) - OUTPUT_OFFSET
+        if config.ppo_init and config.signed_residual:
+            return jax.nn.relu(ppo(ratio, advantage) + net)
+        drift = jax.nn.relu(net)
         return drift + ppo(ratio, advantage) if config.ppo_init else drift
 
     return DriftFamily(config, init, apply)

@@ -26,6 +26,7 @@ LEARNED = [
     DriftConfig(family="talpo"),
     DriftConfig(family="talpo", log_horizon_input=True),
     DriftConfig(family="talpo", ppo_init=True),
+    DriftConfig(family="talpo", ppo_init=True, signed_residual=True, init_scale=5.0),
     DriftConfig(family="lpo", init_scale=5.0),  # large weights: the net is far from 0 away from r = 1
 ]
 ALL = LEARNED + [DriftConfig(family="ppo"), DriftConfig(family="dpo")]
@@ -51,7 +52,7 @@ def test_feature_counts_and_values():
 
 
 @pytest.mark.parametrize(
-    "config", ALL, ids=lambda c: f"{c.family}-h{int(c.log_horizon_input)}-p{int(c.ppo_init)}"
+    "config", ALL, ids=lambda c: f"{c.family}-h{int(c.log_horizon_input)}-p{int(c.ppo_init)}-s{int(c.signed_residual)}"
 )
 def test_drift_nonnegative_and_flat_at_ratio_one(config):
     family = make_drift(config)
@@ -158,3 +159,23 @@ def test_switch_drift_selects_per_row():
 def test_unknown_family_is_one_clear_error():
     with pytest.raises(ValueError, match="unknown drift family 'trpo'"):
         make_drift(dataclasses.replace(DriftConfig(), family="trpo"))
+
+
+def test_signed_residual_can_relax_ppo_and_plain_ppo_init_cannot():
+    ratio, advantage, progress = _rows(4, 1024)
+    ppo = ppo_drift(ratio, advantage)
+    out = {}
+    for signed in (False, True):
+        family = make_drift(DriftConfig(family="talpo", ppo_init=True, signed_residual=signed, init_scale=3.0))
+        params = family.init(jax.random.PRNGKey(1))
+        out[signed] = jax.vmap(lambda r, a, n: family.apply(params, r, a, n, jnp.float32(2.0)))(
+            ratio, advantage, progress)
+    assert bool(jnp.all(out[False] >= ppo))  # PPO + relu(net): never bolder than PPO
+    below = out[True] < ppo - 1e-3
+    assert int(jnp.sum(below)) > 10  # relu(PPO + net): the net can cancel part of PPO's penalty
+    assert bool(jnp.all(out[True] >= 0.0))
+    # A small net starts at PPO either way (the search's warm start).
+    small = make_drift(DriftConfig(family="talpo", ppo_init=True, signed_residual=True, init_scale=1e-3))
+    p_small = small.init(jax.random.PRNGKey(1))
+    near = jax.vmap(lambda r, a, n: small.apply(p_small, r, a, n, jnp.float32(2.0)))(ratio, advantage, progress)
+    np.testing.assert_allclose(near, ppo, atol=0.05)
