@@ -8,6 +8,12 @@ vanishes with zero gradient at r = 1, so every drift still improves the policy t
 * ``lpo``   learned: an MLP (tanh, no biases) on ``[r-1, (r-1)^2, log r, (log r)^2]`` and each times A.
 * ``talpo`` learned: LPO's 8 inputs, the same 8 times the training progress n/N (16), and optionally the same
             8 times log10(number of updates) (24; the horizon input).
+* ``ppo_schedule`` learned: PPO's drift with a clip range and a penalty weight that are functions of the
+            training progress n/N (and log10 of the number of updates, with the horizon input):
+            ``exp(s) * relu((r - clip(r, 1 - eps, 1 + eps)) * A)``, ``eps = ppo_clip * exp(e)``, ``(s, e)`` from a
+            small tanh MLP. Its output layer starts near 0, so search starts at PPO. Noise in its weights moves
+            the drift as often toward bolder updates (s < 0, e > 0) as toward more conservative ones, unlike
+            ``relu(net)``, which noise only ever raises.
 
 Learned drifts output ``relu(net - 1e-4)``: every feature is 0 at r = 1 and the net has no biases, so
 ``net = 0`` there, and the small offset keeps both drift and gradient exactly 0 in a neighbourhood of r = 1.
@@ -29,7 +35,9 @@ import jax.numpy as jnp
 
 from envs.ppo import DriftFn
 
-FAMILIES = ("talpo", "lpo", "ppo", "dpo")
+FAMILIES = ("talpo", "lpo", "ppo_schedule", "ppo", "dpo")
+LEARNED_FAMILIES = ("talpo", "lpo", "ppo_schedule")
+SCHEDULE_LIMIT = 4.0  # |s|, |e| <= 4: penalty weight and clip range within a factor e^4 ~ 55 of PPO's
 OUTPUT_OFFSET = 1e-4
 
 
@@ -79,11 +87,24 @@ def talpo_features(
     return jnp.concatenate(parts, axis=-1)
 
 
+def schedule_features(progress: jax.Array, log_horizon: jax.Array | None = None) -> jax.Array:
+    """``ppo_schedule`` inputs: [n/N], or [n/N, log10 N - 2, n/N (log10 N - 2)] with the horizon input (centred
+    at 100 updates, so both stay of order 1)."""
+    progress = jnp.asarray(progress, jnp.float32)[..., None]
+    if log_horizon is None:
+        return progress
+    h = jnp.asarray(log_horizon, jnp.float32)[..., None] - 2.0
+    h = jnp.broadcast_to(h, progress.shape)
+    return jnp.concatenate([progress, h, progress * h], axis=-1)
+
+
 def num_inputs(config: DriftConfig) -> int:
     if config.family == "lpo":
         return 8
     if config.family == "talpo":
         return 24 if config.log_horizon_input else 16
+    if config.family == "ppo_schedule":
+        return 3 if config.log_horizon_input else 1
     return 0
 
 
@@ -120,6 +141,17 @@ class DriftMLP(nn.Module):
         return nn.Dense(1, use_bias=False)(x)[..., 0]
 
 
+class ScheduleMLP(nn.Module):
+    """``ppo_schedule``'s net: one hidden tanh layer with biases, two outputs (log penalty weight, log clip scale)."""
+
+    hidden_size: int = 16
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = nn.tanh(nn.Dense(self.hidden_size)(x))
+        return nn.Dense(2, name="out")(x)
+
+
 class DriftFamily(NamedTuple):
     """A drift family: ``init(key) -> params`` (an empty dict for fixed drifts) and ``apply`` (a DriftFn)."""
 
@@ -129,7 +161,7 @@ class DriftFamily(NamedTuple):
 
     @property
     def learned(self) -> bool:
-        return self.config.family in ("lpo", "talpo")
+        return self.config.family in LEARNED_FAMILIES
 
 
 def make_drift(config: DriftConfig) -> DriftFamily:
@@ -147,6 +179,8 @@ def make_drift(config: DriftConfig) -> DriftFamily:
             config, lambda key: {}, lambda p, r, a, n, h: dpo_drift(r, a, config.dpo_alpha, config.dpo_beta)
         )
 
+    if config.family == "ppo_schedule":
+        return _schedule_family(config)
     mlp = DriftMLP(config.hidden_size)
 
     def features(ratio, advantage, progress, log_horizon):
@@ -166,6 +200,28 @@ def make_drift(config: DriftConfig) -> DriftFamily:
             return jax.nn.relu(ppo(ratio, advantage) + net)
         drift = jax.nn.relu(net)
         return drift + ppo(ratio, advantage) if config.ppo_init else drift
+
+    return DriftFamily(config, init, apply)
+
+
+def _schedule_family(config: DriftConfig) -> DriftFamily:
+    """``exp(s) * relu((r - clip(r, 1 - eps, 1 + eps)) A)``, ``eps = ppo_clip * exp(e)``: non-negative, and 0 on
+    the band around r = 1 (so flat there) for any (s, e). ``init_scale`` scales only the output layer: the hidden
+    layer keeps its usual size, so ES perturbations of the output weights move (s, e) from the start."""
+    if config.ppo_init:
+        raise ValueError("drift.ppo_init adds PPO's drift to lpo / talpo; ppo_schedule is PPO's drift already")
+    mlp = ScheduleMLP(config.hidden_size)
+
+    def init(key: jax.Array) -> Any:
+        params = mlp.init(key, jnp.zeros((1, num_inputs(config)), jnp.float32))
+        out = jax.tree.map(lambda w: w * config.init_scale, params["params"]["out"])
+        return {"params": {**params["params"], "out": out}}
+
+    def apply(params, ratio, advantage, progress, log_horizon):
+        x = schedule_features(progress, log_horizon if config.log_horizon_input else None)
+        s, e = jnp.moveaxis(jnp.clip(mlp.apply(params, x), -SCHEDULE_LIMIT, SCHEDULE_LIMIT), -1, 0)
+        eps = config.ppo_clip * jnp.exp(e)
+        return jnp.exp(s) * jax.nn.relu((ratio - jnp.clip(ratio, 1.0 - eps, 1.0 + eps)) * advantage)
 
     return DriftFamily(config, init, apply)
 

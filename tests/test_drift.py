@@ -28,6 +28,8 @@ LEARNED = [
     DriftConfig(family="talpo", ppo_init=True),
     DriftConfig(family="talpo", ppo_init=True, signed_residual=True, init_scale=5.0),
     DriftConfig(family="lpo", init_scale=5.0),  # large weights: the net is far from 0 away from r = 1
+    DriftConfig(family="ppo_schedule", hidden_size=16, init_scale=5.0),
+    DriftConfig(family="ppo_schedule", hidden_size=16, init_scale=5.0, log_horizon_input=True),
 ]
 ALL = LEARNED + [DriftConfig(family="ppo"), DriftConfig(family="dpo")]
 
@@ -49,6 +51,7 @@ def test_feature_counts_and_values():
     np.testing.assert_allclose(t[0, 8:], 0.25 * np.asarray(x[0]), rtol=1e-6)
     assert talpo_features(ratio, advantage, 0.5, jnp.float32(2.0)).shape == (1, 24)
     assert [num_inputs(c) for c in LEARNED[:3]] == [8, 16, 24]
+    assert [num_inputs(c) for c in LEARNED[-2:]] == [1, 3]
 
 
 @pytest.mark.parametrize(
@@ -179,3 +182,28 @@ def test_signed_residual_can_relax_ppo_and_plain_ppo_init_cannot():
     p_small = small.init(jax.random.PRNGKey(1))
     near = jax.vmap(lambda r, a, n: small.apply(p_small, r, a, n, jnp.float32(2.0)))(ratio, advantage, progress)
     np.testing.assert_allclose(near, ppo, atol=0.05)
+
+
+def _excess_over_ppo(family, params, ratio, advantage, progress):
+    d = jax.vmap(lambda r, a, n: family.apply(params, r, a, n, jnp.float32(2.3)))(ratio, advantage, progress)
+    return float(jnp.mean(d - ppo_drift(ratio, advantage)))
+
+
+@pytest.mark.parametrize("config, low, high", [
+    # relu(net) on top of PPO: weight noise can only add penalty, never remove it (a ratchet toward caution).
+    (DriftConfig(family="talpo", ppo_init=True, log_horizon_input=True, init_scale=0.1), 0, 0),
+    # PPO's drift with a scaled penalty and clip range: noise makes it bolder about as often as more cautious.
+    (DriftConfig(family="ppo_schedule", hidden_size=16, init_scale=0.1, log_horizon_input=True), 5, 15),
+])
+def test_weight_noise_moves_the_drift_both_ways_only_for_ppo_schedule(config, low, high):
+    family = make_drift(config)
+    start = family.init(jax.random.PRNGKey(0))
+    ratio, advantage, progress = _rows(5, 4096)
+    ratio = jnp.exp(0.3 * jnp.log(ratio))  # log r ~ N(0, 0.24): mostly near the clip band, as PPO's updates are
+    bolder = 0
+    for draw in range(20):
+        keys = jax.random.split(jax.random.PRNGKey(100 + draw), len(jax.tree.leaves(start)))
+        noisy = jax.tree.unflatten(jax.tree.structure(start), [
+            w + 0.2 * jax.random.normal(k, w.shape) for k, w in zip(keys, jax.tree.leaves(start))])
+        bolder += _excess_over_ppo(family, noisy, ratio, advantage, progress) < 0.0
+    assert low <= bolder <= high

@@ -47,12 +47,12 @@ def tiny_run(tmp_path_factory):
 
 @pytest.mark.parametrize(
     "name", ["talpo_tiny.yaml", "talpo_cartpole.yaml", "talpo_cpu_hour.yaml", "talpo_cpu_hour_catch.yaml",
-             "talpo_minatar.yaml"]
+             "talpo_minatar.yaml", "talpo_schedule_cartpole.yaml"]
 )
 def test_shipped_configs_load(name):
     config = load_config(RLSearchConfig, REPO / "experiments" / name)
     assert config.kind == "rl_objective"
-    assert config.drift.family == "talpo"
+    assert config.drift.family == ("ppo_schedule" if "schedule" in name else "talpo")
     assert config.ppo_config.total_timesteps > 0
     # The YAML the run directory stores reads back to the same config.
     assert load_config(RLSearchConfig, text=dump_config(config)) == config
@@ -70,6 +70,7 @@ def test_minatar_config_uses_purejaxrl_minatar_settings():
     [
         ("es.popsize=5", "es: popsize must be even"),
         ("drift.family=ppo", "drift.family must be a learned family"),
+        ("drift={family: ppo_schedule, ppo_init: true}", "ppo_schedule starts at PPO's drift already"),
         ("ppo.num_minibatches=3", "must be divisible by num_minibatches"),
         ("env.name=Cartpole-v1", "did you mean 'CartPole-v1'"),
         ("es.strategy=OpenES", "did you mean 'Open_ES'"),
@@ -103,8 +104,9 @@ def test_transfer_reference_horizons():
     assert reference_ppo_config("CartPole-v1", "CartPole-v1", cartpole) == cartpole
 
 
-def test_saved_drift_round_trip(tmp_path):
-    config = DriftConfig(family="talpo", hidden_size=8, log_horizon_input=True)
+@pytest.mark.parametrize("family_name", ["talpo", "ppo_schedule"])
+def test_saved_drift_round_trip(tmp_path, family_name):
+    config = DriftConfig(family=family_name, hidden_size=8, log_horizon_input=True)
     family = make_drift(config)
     params = family.init(jax.random.PRNGKey(0))
     path = save_drift(tmp_path / "d.npz", params, {"drift": config.__dict__, "env": "CartPole-v1"})
@@ -127,6 +129,23 @@ def test_saved_drift_round_trip(tmp_path):
 
 # ----------------------------------------------------------------------------------------------------------
 # A tiny end-to-end search
+
+
+def test_tiny_search_over_the_ppo_schedule_family(tiny_run, tmp_path):
+    """The PPO-schedule family searches end to end: its ES moves the schedule, the chosen drift reloads as it."""
+    root = tiny_run[0]  # its PPO / DPO / random normalizer is cached there and does not depend on the family
+    config = load_config(RLSearchConfig, TINY, [f"fitness.cache_dir={root / 'baseline-cache'}",
+                                                 "drift.family=ppo_schedule", "es.generations=2", "es.sigma=0.1"])
+    run = RunDir.create(tmp_path, "schedule", dump_config(config))
+    summary = run_rl_search(config, run)
+    assert summary["generations_done"] == 2
+    family, params, _ = load_drift(run.file("final_drift.npz"))
+    assert family.config == config.drift
+    start = family.init(jax.random.PRNGKey(config.seed))
+    moved = [float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+             for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(start))]
+    assert max(moved) > 1e-3
+    assert np.isfinite(run.read_json("results.json")["best_drift_normalized_return"])
 
 
 def test_tiny_search_writes_results(tiny_run):

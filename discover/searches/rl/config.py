@@ -9,7 +9,7 @@ from discover.shared import cbo
 from discover.shared.es import STRATEGY_NAMES, strategy_has_optimizer
 from envs import rl_envs
 from envs.ppo import PPOConfig, validate
-from search_spaces.drift import DriftConfig
+from search_spaces.drift import LEARNED_FAMILIES, DriftConfig
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -179,10 +179,11 @@ class RLSearchConfig(BaseSearchConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.drift.family not in ("lpo", "talpo"):
-            raise ValueError(
-                f"drift.family must be a learned family (lpo or talpo) to search, got {self.drift.family!r}"
-            )
+        if self.drift.family not in LEARNED_FAMILIES:
+            raise ValueError(f"drift.family must be a learned family ({', '.join(LEARNED_FAMILIES)}) to search, "
+                             f"got {self.drift.family!r}")
+        if self.drift.family == "ppo_schedule" and self.drift.ppo_init:
+            raise ValueError("drift.ppo_init is for lpo / talpo: ppo_schedule starts at PPO's drift already")
         for env in self.env.names:
             validate(self.ppo_config_of(env))
         unknown = [env for env in self.horizon.per_env if env not in self.env.names]
