@@ -164,6 +164,11 @@ def test_unknown_family_is_one_clear_error():
         make_drift(dataclasses.replace(DriftConfig(), family="trpo"))
 
 
+def _apply_rows(family, params, ratio, advantage, progress, log_horizon=2.0):
+    """The drift per row (each row its own n/N)."""
+    return jax.vmap(lambda r, a, n: family.apply(params, r, a, n, jnp.float32(log_horizon)))(ratio, advantage, progress)
+
+
 def test_signed_residual_can_relax_ppo_and_plain_ppo_init_cannot():
     ratio, advantage, progress = _rows(4, 1024)
     ppo = ppo_drift(ratio, advantage)
@@ -171,22 +176,19 @@ def test_signed_residual_can_relax_ppo_and_plain_ppo_init_cannot():
     for signed in (False, True):
         family = make_drift(DriftConfig(family="talpo", ppo_init=True, signed_residual=signed, init_scale=3.0))
         params = family.init(jax.random.PRNGKey(1))
-        out[signed] = jax.vmap(lambda r, a, n: family.apply(params, r, a, n, jnp.float32(2.0)))(
-            ratio, advantage, progress)
+        out[signed] = _apply_rows(family, params, ratio, advantage, progress)
     assert bool(jnp.all(out[False] >= ppo))  # PPO + relu(net): never bolder than PPO
     below = out[True] < ppo - 1e-3
     assert int(jnp.sum(below)) > 10  # relu(PPO + net): the net can cancel part of PPO's penalty
     assert bool(jnp.all(out[True] >= 0.0))
     # A small net starts at PPO either way (the search's warm start).
     small = make_drift(DriftConfig(family="talpo", ppo_init=True, signed_residual=True, init_scale=1e-3))
-    p_small = small.init(jax.random.PRNGKey(1))
-    near = jax.vmap(lambda r, a, n: small.apply(p_small, r, a, n, jnp.float32(2.0)))(ratio, advantage, progress)
+    near = _apply_rows(small, small.init(jax.random.PRNGKey(1)), ratio, advantage, progress)
     np.testing.assert_allclose(near, ppo, atol=0.05)
 
 
 def _excess_over_ppo(family, params, ratio, advantage, progress):
-    d = jax.vmap(lambda r, a, n: family.apply(params, r, a, n, jnp.float32(2.3)))(ratio, advantage, progress)
-    return float(jnp.mean(d - ppo_drift(ratio, advantage)))
+    return float(jnp.mean(_apply_rows(family, params, ratio, advantage, progress) - ppo_drift(ratio, advantage)))
 
 
 @pytest.mark.parametrize("config, low, high", [
