@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from discover.cli import app
-from discover.shared.drift_io import load_distilled
+from discover.shared.drift_io import load_distilled, load_drift
 from search_spaces.update_rules import (
     DISCOVERED_NAMES,
     SEED_NAMES,
@@ -54,8 +54,9 @@ def test_a_shipped_rule_starts_a_search_config():
     assert config.start_from == [DISCOVERED_NAMES[0]]
 
 
-def test_the_shipped_distilled_drift_obeys_the_drift_constraints():
-    drift = load_distilled(FOLDER.joinpath("talpo_cartpole_distilled_drift.py"))
+@pytest.mark.parametrize("name", ["talpo_cartpole_distilled_drift.py", "talpo_schedule_cartpole_distilled_drift.py"])
+def test_the_shipped_distilled_drifts_obey_the_drift_constraints(name):
+    drift = load_distilled(FOLDER.joinpath(name))
     r = np.linspace(0.5, 1.5, 101, dtype=np.float32)[:, None, None]
     A = np.linspace(-3.0, 3.0, 13, dtype=np.float32)[None, :, None]
     progress = np.linspace(0.0, 1.0, 5, dtype=np.float32)[None, None, :]
@@ -71,7 +72,23 @@ def test_the_shipped_distilled_drift_obeys_the_drift_constraints():
     assert np.all(near <= 1e4 * eps**2 * 1.01)
 
 
-@pytest.mark.parametrize("name", ["talpo_cartpole_drift.npz", "talpo_cartpole_distilled_drift.json",
-                                  "talpo_cartpole_transfer.json"])
+@pytest.mark.parametrize("name", [f"talpo{family}_cartpole_{what}" for family in ("", "_schedule")
+                                  for what in ("drift.npz", "distilled_drift.json", "transfer.json", "transfer.md")])
 def test_rl_discoveries_are_shipped(name):
     assert FOLDER.joinpath(name).is_file()
+
+
+def test_the_shipped_schedule_drift_is_a_ppo_schedule():
+    """PPO's drift with a learned penalty weight and clip range: 0 on a band around r = 1, not PPO's outside."""
+    from search_spaces.drift import ppo_drift
+
+    family, params, meta = load_drift(FOLDER.joinpath("talpo_schedule_cartpole_drift.npz"))
+    assert family.config.family == "ppo_schedule" and meta["env"] == "CartPole-v1"
+    r = np.linspace(0.5, 1.5, 201, dtype=np.float32)
+    for a in (-2.0, 1.0):
+        A = np.full_like(r, a)
+        for progress in (0.0, 1.0):
+            values = np.asarray(family.apply(params, r, A, np.float32(progress), np.float32(2.29)))
+            assert np.all(values >= 0.0)
+            assert np.all(values[np.abs(r - 1.0) < 0.05] == 0.0)
+            assert not np.allclose(values, np.asarray(ppo_drift(r, A)), atol=1e-3)  # a schedule, not PPO
