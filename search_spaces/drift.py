@@ -57,7 +57,8 @@ class DriftConfig:
         default=False, metadata={"help": "TA-LPO: also feed features x log10(num updates)"}
     )
     init_scale: float = dataclasses.field(
-        default=1.0, metadata={"min": 0.0, "help": "multiplies the drift MLP's initial weights"}
+        default=1.0,
+        metadata={"min": 0.0, "help": "multiplies the drift MLP's initial weights (ppo_schedule: its output layer only)"},
     )
     ppo_clip: float = dataclasses.field(
         default=0.2, metadata={"min": 0.0, "help": "PPO drift's clip epsilon"}
