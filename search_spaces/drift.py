@@ -66,6 +66,10 @@ class DriftConfig:
     dpo_alpha: float = dataclasses.field(default=2.0, metadata={"min": 0.0, "help": "DPO drift's alpha"})
     dpo_beta: float = dataclasses.field(default=0.6, metadata={"min": 0.0, "help": "DPO drift's beta"})
 
+    def __post_init__(self) -> None:  # one check for configs, drift files and direct use alike
+        if self.family == "ppo_schedule" and self.ppo_init:
+            raise ValueError("ppo_init is for lpo / talpo: ppo_schedule starts at PPO's drift already")
+
 
 # ----------------------------------------------------------------------------------------------------------
 # Features
@@ -209,8 +213,6 @@ def _schedule_family(config: DriftConfig) -> DriftFamily:
     """``exp(s) * relu((r - clip(r, 1 - eps, 1 + eps)) A)``, ``eps = ppo_clip * exp(e)``: non-negative, and 0 on
     the band around r = 1 (so flat there) for any (s, e). ``init_scale`` scales only the output layer: the hidden
     layer keeps its usual size, so ES perturbations of the output weights move (s, e) from the start."""
-    if config.ppo_init:
-        raise ValueError("drift.ppo_init adds PPO's drift to lpo / talpo; ppo_schedule is PPO's drift already")
     mlp = ScheduleMLP(config.hidden_size)
 
     def init(key: jax.Array) -> Any:

@@ -129,7 +129,7 @@ DRIFT_CASES = {
     "unknown-family": (_edited(drift__family="rainbow"), ["__meta__ drift.family"]),
     "unknown-drift-key": (_edited(drift__colour="blue"), ["__meta__ drift.colour"]),
     "ppo-init-on-schedule": (_edited(drift__family="ppo_schedule", drift__ppo_init=True),
-                             ["__meta__ drift:", "ppo_schedule is PPO's drift already"]),
+                             ["__meta__ drift:", "ppo_schedule starts at PPO's drift already"]),
     "env-not-text": (_edited(env=3), ["__meta__ env: expected an environment name, got int"]),
     "unknown-env": (_edited(env="Pong-v9"), ["__meta__ env: unknown environment 'Pong-v9'"]),
     "ppo-wrong-type": (_edited(ppo__num_envs="4"), ["__meta__ ppo.num_envs"]),

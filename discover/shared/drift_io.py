@@ -154,10 +154,7 @@ def load_drift(path: str | pathlib.Path) -> tuple[DriftFamily, Any, dict]:
 
     text, arrays = _read_archive(path)
     meta, config = _check_meta(path, text)
-    try:
-        family = make_drift(config)
-    except ValueError as exc:  # settings each valid alone that no family takes together (ppo_init + ppo_schedule)
-        raise DriftFileError(path, f"__meta__ drift: {_short(exc)}") from None
+    family = make_drift(config)
     template = family.init(jax.random.PRNGKey(0))
     leaves, expected = [], set()
     for p, leaf in jax.tree_util.tree_flatten_with_path(template)[0]:

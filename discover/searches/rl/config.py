@@ -182,8 +182,6 @@ class RLSearchConfig(BaseSearchConfig):
         if self.drift.family not in LEARNED_FAMILIES:
             raise ValueError(f"drift.family must be a learned family ({', '.join(LEARNED_FAMILIES)}) to search, "
                              f"got {self.drift.family!r}")
-        if self.drift.family == "ppo_schedule" and self.drift.ppo_init:
-            raise ValueError("drift.ppo_init is for lpo / talpo: ppo_schedule starts at PPO's drift already")
         for env in self.env.names:
             validate(self.ppo_config_of(env))
         unknown = [env for env in self.horizon.per_env if env not in self.env.names]
