@@ -154,3 +154,19 @@ def test_env_registry():
     assert rl_envs.normalize_return(-250.0, -100.0, -500.0) == pytest.approx(250.0 / 400.0)
     with pytest.raises(ValueError, match="unknown environment"):
         rl_envs.spec("Pong")
+
+
+def test_clip_activity_measures_whether_the_clip_binds():
+    # benchmarks/clip_activity.py: at lr 0 no ratio leaves 1, so the clip never binds and removing it changes no
+    # run; at a large lr it does both. Only samples outside the band can be penalized.
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "clip_activity.py"
+    spec = importlib.util.spec_from_file_location("clip_activity", path)
+    clip_activity = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(clip_activity)
+    idle = clip_activity.measure("CartPole-v1", dataclasses.replace(TINY, lr=0.0), seeds=2)
+    assert idle["outside"] == idle["penalized"] == 0.0 and idle["identical"] == 2 and idle["diff"] == 0.0
+    bold = clip_activity.measure("CartPole-v1", dataclasses.replace(TINY, lr=0.05, anneal_lr=False), seeds=2)
+    assert 0.0 < bold["penalized"] <= bold["outside"] < 1.0

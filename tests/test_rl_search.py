@@ -47,7 +47,7 @@ def tiny_run(tmp_path_factory):
 
 @pytest.mark.parametrize(
     "name", ["talpo_tiny.yaml", "talpo_cartpole.yaml", "talpo_cpu_hour.yaml", "talpo_cpu_hour_catch.yaml",
-             "talpo_minatar.yaml", "talpo_schedule_cartpole.yaml"]
+             "talpo_minatar.yaml", "talpo_schedule_cartpole.yaml", "talpo_schedule_bound.yaml"]
 )
 def test_shipped_configs_load(name):
     config = load_config(RLSearchConfig, REPO / "experiments" / name)
@@ -102,6 +102,18 @@ def test_transfer_reference_horizons():
         reference_ppo_config("Breakout-MinAtar", "SpaceInvaders-MinAtar", space).total_timesteps == 10_000_000
     )
     assert reference_ppo_config("CartPole-v1", "CartPole-v1", cartpole) == cartpole
+    assert acrobot == rl_envs.ppo_config("Acrobot-v1", total_timesteps=100_000)
+
+
+def test_transfer_carries_changed_ppo_settings_to_held_out_envs():
+    # A drift meta-trained at a larger lr (where PPO's clip binds) is compared with PPO at that lr everywhere;
+    # settings the config left at its env's defaults stay the held-out env's own.
+    bold = rl_envs.ppo_config("CartPole-v1", total_timesteps=100_000, lr=2.5e-3, update_epochs=8)
+    acrobot = reference_ppo_config("Acrobot-v1", "CartPole-v1", bold)
+    assert (acrobot.lr, acrobot.update_epochs, acrobot.total_timesteps) == (2.5e-3, 8, 100_000)
+    space = rl_envs.ppo_config("SpaceInvaders-MinAtar", lr=1e-3)
+    breakout = reference_ppo_config("Breakout-MinAtar", "SpaceInvaders-MinAtar", space)
+    assert breakout == rl_envs.ppo_config("Breakout-MinAtar", lr=1e-3)
 
 
 @pytest.mark.parametrize("family_name", ["talpo", "ppo_schedule"])

@@ -19,7 +19,8 @@ Horizons are multiples of a reference horizon per env: on the meta-training env 
 horizon (on each of several meta-training envs, the PPO settings it was trained with); on a held-out env it is the
 same fraction of that env's standard (PureJaxRL) budget, e.g. a drift
 meta-trained on CartPole for 1e5 of its standard 5e5 steps is tested on Acrobot at 0.2 x 5e5 = 1e5 x h.
-A held-out env uses its own PureJaxRL PPO settings.
+A held-out env uses its own PureJaxRL PPO settings, except those the meta-training config changed from its env's
+defaults (besides the budget): these hold on every env.
 
 A *distilled* drift (a closed form of the learned one) enters as a callable ``drift(ratio, advantage,
 progress, log_horizon)`` (:class:`DistilledDrift`); a file is turned into one only by the loader installed in
@@ -136,7 +137,17 @@ def reference_ppo_config(env_name: str, train_env: str, train_ppo: PPOConfig) ->
         return train_ppo
     fraction = train_ppo.total_timesteps / rl_envs.spec(train_env).ppo.total_timesteps
     default = rl_envs.spec(env_name).ppo
-    return dataclasses.replace(default, total_timesteps=max(1, round(default.total_timesteps * fraction)))
+    return dataclasses.replace(default, total_timesteps=max(1, round(default.total_timesteps * fraction)),
+                               **changed_ppo_settings(train_env, train_ppo))
+
+
+def changed_ppo_settings(train_env: str, train_ppo: PPOConfig) -> dict[str, Any]:
+    """The PPO settings (besides the budget) a meta-training config changed from its env's PureJaxRL defaults.
+    They hold on every env of a transfer: the drift was learned for that regime (say a larger lr, where PPO's
+    clip binds), and PPO is compared in it."""
+    default = rl_envs.spec(train_env).ppo
+    return {f.name: getattr(train_ppo, f.name) for f in dataclasses.fields(PPOConfig)
+            if f.name != "total_timesteps" and getattr(train_ppo, f.name) != getattr(default, f.name)}
 
 
 def meta_training_envs(meta: dict) -> dict[str, PPOConfig]:
@@ -428,6 +439,10 @@ def _markdown(drift_file, meta, train_env, train_ppo, seeds, rows, aggregates, m
     title = (f"Transfer of {drift_file.name} (meta-trained on {train_env}, {train_ppo.total_timesteps:,} steps"
              f"{lifetimes}), {seeds} seeds per method and cell"
              + (f" (seed offset {seed_offset})" if seed_offset else ""))
+    changed = changed_ppo_settings(train_env, train_ppo)
+    if changed:
+        title += "; PPO settings on every env: PureJaxRL's with " + ", ".join(f"{k}={v:g}" if isinstance(v, float)
+                                                                           else f"{k}={v}" for k, v in changed.items())
     undefined = sum(not r["defined"] for r in rows)
     notes = [
         ("Score of a run: (R - R_random) / (R_PPO - R_random), with R_PPO the mean of PPO's runs in the same cell "
