@@ -166,7 +166,8 @@ def test_clip_activity_measures_whether_the_clip_binds():
     spec = importlib.util.spec_from_file_location("clip_activity", path)
     clip_activity = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(clip_activity)
-    idle = clip_activity.measure("CartPole-v1", dataclasses.replace(TINY, lr=0.0), seeds=2)
+    small = dataclasses.replace(TINY, total_timesteps=32 * 6, update_epochs=1, hidden_size=8)
+    idle = clip_activity.measure("CartPole-v1", dataclasses.replace(small, lr=0.0), seeds=2)
     assert idle["outside"] == idle["penalized"] == 0.0 and idle["identical"] == 2 and idle["diff"] == 0.0
-    bold = clip_activity.measure("CartPole-v1", dataclasses.replace(TINY, lr=0.05, anneal_lr=False), seeds=2)
+    bold = clip_activity.measure("CartPole-v1", dataclasses.replace(small, lr=0.05, anneal_lr=False), seeds=2)
     assert 0.0 < bold["penalized"] <= bold["outside"] < 1.0
