@@ -47,7 +47,8 @@ def tiny_run(tmp_path_factory):
 
 @pytest.mark.parametrize(
     "name", ["talpo_tiny.yaml", "talpo_cartpole.yaml", "talpo_cpu_hour.yaml", "talpo_cpu_hour_catch.yaml",
-             "talpo_minatar.yaml", "talpo_schedule_cartpole.yaml", "talpo_schedule_bound.yaml"]
+             "talpo_minatar.yaml", "talpo_schedule_cartpole.yaml", "talpo_schedule_bound.yaml",
+             "talpo_schedule_minatar_cpu.yaml"]
 )
 def test_shipped_configs_load(name):
     config = load_config(RLSearchConfig, REPO / "experiments" / name)
