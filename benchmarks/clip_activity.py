@@ -17,49 +17,40 @@ PureJaxRL PPO settings (plus any ``--set``), trains plain PPO on ``--seeds`` see
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
+from discover.infra.config import ConfigError, load_config
 from envs import rl_envs
-from envs.ppo import make_lifetime_train, num_updates
+from envs.ppo import make_train
 from search_spaces.drift import ppo_drift
 
 REFERENCE_STEPS = 100_000  # the 1x lifetime of the CPU configs and transfer tables
+PPO_CLIP = 0.2
 NO_CLIP = 1e6
-
-
-def _parse_sets(items: list[str]) -> dict:
-    fields = {f.name: f.type for f in dataclasses.fields(rl_envs.PPOConfig)}
-    out = {}
-    for item in items:
-        key, _, value = item.partition("=")
-        if key not in fields or not value:
-            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(fields)}")
-        out[key] = {"int": int, "float": float, "bool": lambda v: v.lower() == "true"}.get(fields[key], str)(value)
-    return out
 
 
 def measure(env_name: str, ppo, seeds: int) -> dict:
     counts = np.zeros(3)  # samples, outside the band, penalized
 
-    def record(ratio, advantage):  # numpy here: a jax op per callback would cost more than the training
-        ratio, advantage = np.asarray(ratio), np.asarray(advantage)
-        counts[:] += (ratio.size, np.sum(np.abs(ratio - 1.0) > 0.2),
-                      np.sum((ratio - np.clip(ratio, 0.8, 1.2)) * advantage > 0))
+    def record(*sums):  # per-call sums, counted in the trainer: only three numbers cross to the host
+        counts[:] += [np.sum(x) for x in sums]
 
     def drift_fn(params, ratio, advantage, progress, log_horizon):
-        jax.debug.callback(record, ratio, advantage)
-        return ppo_drift(ratio, advantage)
+        drift = ppo_drift(ratio, advantage, PPO_CLIP)
+        jax.debug.callback(record, jnp.float32(ratio.size), jnp.sum(jnp.abs(ratio - 1.0) > PPO_CLIP),
+                           jnp.sum(drift > 0))
+        return drift
 
-    n = num_updates(ppo)
     keys = jax.random.split(jax.random.PRNGKey(0), seeds)
-    recorded = jax.jit(jax.vmap(lambda k: make_lifetime_train(env_name, ppo, drift_fn, n)(k, None, n)))
-    ppo_returns = np.asarray(recorded(keys)["final_return"])
-    no_clip = make_lifetime_train(env_name, ppo, None, n, plain_ppo_clip_eps=NO_CLIP)
-    free_returns = np.asarray(jax.jit(jax.vmap(lambda k: no_clip(k, None, n)))(keys)["final_return"])
+    recorded = make_train(env_name, ppo, drift_fn)
+    ppo_returns = np.asarray(jax.jit(jax.vmap(lambda k: recorded(k, None)))(keys)["final_return"])
+    no_clip = make_train(env_name, ppo, None, plain_ppo_clip_eps=NO_CLIP)
+    free_returns = np.asarray(jax.jit(jax.vmap(lambda k: no_clip(k, None)))(keys)["final_return"])
     diff = free_returns - ppo_returns
     half = stats.t.ppf(0.975, seeds - 1) * diff.std(ddof=1) / np.sqrt(seeds) if seeds > 1 else float("nan")
     return {"outside": counts[1] / counts[0], "penalized": counts[2] / counts[0], "ppo": float(ppo_returns.mean()),
@@ -74,14 +65,18 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="FIELD=VALUE")
     args = parser.parse_args()
-    overrides = _parse_sets(args.sets)
-    print(f"PPO settings: each env's PureJaxRL defaults{', with ' + str(overrides) if overrides else ''}; "
+    try:  # the same keys, types, bounds and one-line errors as a config's ppo: section
+        settings = load_config(rl_envs.PPOSettings, overrides=args.sets)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(f"PPO settings: each env's PureJaxRL defaults{', with ' + ', '.join(args.sets) if args.sets else ''}; "
           f"{args.seeds} seeds")
     print("| env | horizon | outside [0.8, 1.2] | penalized | PPO return | no clip - PPO [95% CI] | seeds equal |")
     print("|---|---:|---:|---:|---:|---|---:|")
     for env_name in args.envs:
         for multiple in args.horizons:
-            ppo = rl_envs.ppo_config(env_name, total_timesteps=round(REFERENCE_STEPS * multiple), **overrides)
+            ppo = rl_envs.ppo_config(env_name, settings, total_timesteps=round(REFERENCE_STEPS * multiple))
             m = measure(env_name, ppo, args.seeds)
             print(f"| {env_name} | {multiple:g}x | {m['outside']:.4f} | {m['penalized']:.4f} | {m['ppo']:.1f} | "
                   f"{m['diff']:+.1f} [{m['ci'][0]:+.1f}, {m['ci'][1]:+.1f}] | {m['identical']}/{args.seeds} |",
