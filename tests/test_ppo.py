@@ -18,6 +18,7 @@ from envs.ppo import (
     orthogonal,
 )
 from search_spaces.drift import DriftConfig, make_drift, switch_drift
+from tests.benchmark_scripts import load_benchmark
 
 TINY = PPOConfig(
     num_envs=2, num_steps=16, total_timesteps=32 * 12, update_epochs=2, num_minibatches=2, hidden_size=16
@@ -159,13 +160,7 @@ def test_env_registry():
 def test_clip_activity_measures_whether_the_clip_binds():
     # benchmarks/clip_activity.py: at lr 0 no ratio leaves 1, so the clip never binds and removing it changes no
     # run; at a large lr it does both. Only samples outside the band can be penalized.
-    import importlib.util
-    import pathlib
-
-    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "clip_activity.py"
-    spec = importlib.util.spec_from_file_location("clip_activity", path)
-    clip_activity = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(clip_activity)
+    clip_activity = load_benchmark("clip_activity")
     small = dataclasses.replace(TINY, total_timesteps=32 * 6, update_epochs=1, hidden_size=8)
     idle = clip_activity.measure("CartPole-v1", dataclasses.replace(small, lr=0.0), seeds=2)
     assert idle["outside"] == idle["penalized"] == 0.0 and idle["identical"] == 2 and idle["diff"] == 0.0

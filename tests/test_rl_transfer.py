@@ -5,7 +5,6 @@ enters through its hook; bad arguments are one line with exit 2."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import pathlib
 import re
@@ -23,9 +22,9 @@ from discover.shared.drift_io import save_drift
 from envs import rl_envs
 from envs.ppo import PPOConfig
 from search_spaces.drift import DriftConfig, make_drift
+from tests.benchmark_scripts import load_benchmark
 
 runner = CliRunner()
-REPO = pathlib.Path(__file__).resolve().parents[1]
 # A tiny CartPole trainer (16 updates at 1x) on which PPO is above a random policy beyond noise at 2x.
 TINY_PPO = PPOConfig(num_envs=2, num_steps=16, total_timesteps=512, update_epochs=1, num_minibatches=2,
                      hidden_size=8, lr=0.01, final_window=0.25)
@@ -237,9 +236,7 @@ def test_a_seed_offset_replicates_the_table_on_other_seeds(tiny_drift, tmp_path)
     assert "(seed offset 1)" in (tmp_path / "other" / "transfer.md").read_text()
     # benchmarks/rl_placebo.py: PPO's runs of one table normalized by another's PPO. On the same seeds the placebo
     # is PPO's own cell; on other seeds it moves.
-    spec = importlib.util.spec_from_file_location("rl_placebo", REPO / "benchmarks" / "rl_placebo.py")
-    rl_placebo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rl_placebo)
+    rl_placebo = load_benchmark("rl_placebo")
     same = rl_placebo.placebo(default, zero)
     ppo = next(c for c in default["cells"] if c["method"] == "PPO")
     assert ppo["defined"]  # 16 seeds at 2x: PPO is above random here (the tiny trainer's comment)

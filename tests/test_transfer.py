@@ -15,6 +15,7 @@ from discover.shared import transfer
 from discover.shared.runner import CompileCounter
 from envs.tasks import Task
 from search_spaces.update_rules import seed
+from tests.benchmark_scripts import load_benchmark
 
 LRS = (0.3, 1.0, 3.0)
 WDS = (0.0, 0.5)
@@ -398,14 +399,7 @@ def test_the_published_optimizer_panel_trains_a_tiny_task_as_baselines():
 
 
 def _panel_module():
-    import importlib.util
-    import pathlib
-
-    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "optimizer_panel.py"
-    spec = importlib.util.spec_from_file_location("optimizer_panel", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("optimizer_panel")
 
 
 def _cell(mean, verdict=None, confirmed=None):
