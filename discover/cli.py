@@ -384,6 +384,8 @@ def transfer_cmd(
     horizons: str | None = typer.Option(None, help="RL: multiples of the training horizon, e.g. 0.25,1,4"),
     seeds: int | None = typer.Option(None, help="seeds per configuration (RL default: 16)"),
     distilled: Path | None = typer.Option(None, "--distilled", help="RL: a distilled drift file, a fourth method"),
+    time_frozen: bool = typer.Option(False, "--time-frozen", help="RL: also train the learned drift blind to time "
+                                     "(n/N and log N held fixed) on the same seeds: does its gain come from time?"),
     steps: int | None = typer.Option(None, help="update rules: training steps per task"),
     lr_schedule: str = typer.Option("constant", help="update rules: every optimizer's lr schedule: constant | cosine"),
     tuner: str = typer.Option("grid", help="update rules: how lr x wd is tuned: grid | bo (Bayesian optimization)"),
@@ -408,10 +410,12 @@ def transfer_cmd(
         closed_form = None if distilled is None else _run(rl_transfer.load_distilled, distilled)
         table = _run(rl_transfer.run_rl_transfer, sources[0], _names(envs), _floats(horizons, "--horizons"),
                      rl_transfer.DEFAULT_SEEDS if seeds is None else seeds, out, closed_form,
-                     seed_offset=fresh_seed_offset or 0)
+                     seed_offset=fresh_seed_offset or 0, time_frozen=time_frozen)
     else:
         if distilled is not None:
             fail("--distilled: distilled drifts transfer with ONE RL run directory or drift file (.npz)")
+        if time_frozen:
+            fail("--time-frozen: a learned drift's time inputs; transfer ONE RL run directory or drift file (.npz)")
         programs = {}
         for src in sources:
             label = Path(src).name if Path(src).is_dir() else Path(src).stem

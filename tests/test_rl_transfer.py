@@ -1,6 +1,6 @@
 """RL transfer: the normalization (PPO = 1, a random policy = 0) is defined only where PPO is above random and
 flagged elsewhere; per-cell IQM with bootstrap intervals; transfer.json matches the table; a distilled drift
-enters through its hook; bad arguments are one line with exit 2."""
+enters through its hook; --time-frozen pairs the learned drift with itself blind to time; bad arguments are one line with exit 2."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from discover.cli import app
 from discover.infra.errors import InputError
-from discover.shared import rl_transfer, stats
+from discover.shared import rl_transfer, rl_transfer_report, stats
 from discover.shared.drift_io import save_drift
 from envs import rl_envs
 from envs.ppo import PPOConfig
@@ -141,7 +141,7 @@ def test_transfer_json_matches_table(tiny_drift, tmp_path):
             cell = cells[("CartPole-v1", horizon, method)]
             text = row[5 + i]
             if not cell["defined"]:
-                assert text == rl_transfer.UNDEFINED and cell["iqm"] is None and cell["ci"] is None
+                assert text == rl_transfer_report.UNDEFINED and cell["iqm"] is None and cell["ci"] is None
                 continue
             point, lo, hi = (float(x) for x in re.fullmatch(r"(\S+) \[(\S+), (\S+)\]", text).groups())
             assert (point, lo, hi) == pytest.approx((cell["iqm"], *cell["ci"]), abs=5e-4)
@@ -244,3 +244,75 @@ def test_a_seed_offset_replicates_the_table_on_other_seeds(tiny_drift, tmp_path)
     moved = rl_placebo.placebo(default, other)["rows"][0]
     assert moved["placebo_iqm"] != pytest.approx(ppo["iqm"], rel=1e-9)
     assert moved["ppo_return_b"] == pytest.approx(np.mean(returns_other["PPO"]))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# --time-frozen: the learned drift against itself blind to time
+
+
+def test_a_frozen_drift_ignores_the_runs_time():
+    config = DriftConfig(family="ppo_schedule", hidden_size=4, log_horizon_input=True, init_scale=1.0)
+    family = make_drift(config)
+    params = family.init(jax.random.PRNGKey(3))
+    frozen = rl_transfer.frozen_in_time(family.apply, 0.5, 1.5)
+    r, a = jnp.linspace(0.5, 1.5, 11), jnp.linspace(-2.0, 2.0, 11)
+    at_fixed = family.apply(params, r, a, jnp.float32(0.5), jnp.float32(1.5))
+    for progress, log_n in ((0.0, 0.5), (1.0, 3.0), (0.5, 1.5)):
+        assert jnp.array_equal(frozen(params, r, a, jnp.float32(progress), jnp.float32(log_n)), at_fixed)
+    assert not jnp.array_equal(family.apply(params, r, a, jnp.float32(0.0), jnp.float32(0.5)), at_fixed)
+
+
+def _schedule_drift(path: pathlib.Path, time_weight: float) -> pathlib.Path:
+    """A ppo_schedule drift whose clip range, 0.2 exp(-4 + sum tanh(time_weight n/N)), depends on n/N through
+    ``time_weight`` only (0: constant in time)."""
+    config = DriftConfig(family="ppo_schedule", hidden_size=4, log_horizon_input=True, init_scale=1.0)
+    params = jax.tree.map(np.asarray, make_drift(config).init(jax.random.PRNGKey(0)))
+    hidden = np.zeros_like(params["params"]["Dense_0"]["kernel"])
+    hidden[0, :] = time_weight  # the n/N input
+    params["params"]["Dense_0"]["kernel"] = hidden
+    params["params"]["Dense_0"]["bias"] = np.zeros_like(params["params"]["Dense_0"]["bias"])
+    params["params"]["out"]["kernel"] = np.tile(np.array([[0.0, 1.0]], np.float32), (4, 1))  # log clip scale
+    params["params"]["out"]["bias"] = np.array([0.0, -4.0], np.float32)  # clip 0.2 e^-4 at n/N = 0: it binds
+    meta = {"drift": dataclasses.asdict(config), "env": "CartPole-v1", "ppo": dataclasses.asdict(TINY_PPO)}
+    return save_drift(path, params, meta)
+
+
+def test_time_frozen_transfer_pairs_the_drift_with_its_time_blind_twin(tmp_path):
+    constant = _schedule_drift(tmp_path / "constant_drift.npz", 0.0)
+    timed = _schedule_drift(tmp_path / "timed_drift.npz", 3.0)
+    args = ["--envs", "CartPole-v1", "--horizons", "2", "--seeds", "16", "--time-frozen"]
+    result = runner.invoke(app, ["transfer", str(constant), "--out", str(tmp_path / "c"), *args])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "c" / "transfer.json").read_text())
+    assert report["methods"] == ["PPO", "DPO", "learned", "frozen"]
+    assert report["frozen_time"] == {"progress": 0.5, "log_horizon": pytest.approx(np.log10(16))}
+    cells = {c["method"]: c for c in report["cells"]}
+    assert cells["frozen"]["returns"] == cells["learned"]["returns"]  # no time use: the same training, run for run
+    assert cells["learned"]["vs_frozen"]["difference"] == 0.0 and cells["learned"]["vs_frozen"]["verdict"] == "tie"
+    markdown = (tmp_path / "c" / "transfer.md").read_text()
+    assert "frozen: the learned drift blind to time" in markdown
+    frozen_rows = _table_rows(markdown.split("Does the learned drift use time?")[1].split("Aggregate IQM")[0])
+    assert frozen_rows == [["CartPole-v1", "2x", "+0.000 [+0.000, +0.000]", "tie"]]
+
+    # A drift whose clip moves with n/N trains differently from its frozen twin, on the very same seeds.
+    rl_transfer.run_rl_transfer(timed, envs=["CartPole-v1"], horizons=[2.0], seeds=16, out_dir=tmp_path / "t",
+                                cache_dir=tmp_path / ".rl_baselines", time_frozen=True)
+    timed_cells = {c["method"]: c for c in json.loads((tmp_path / "t" / "transfer.json").read_text())["cells"]}
+    assert timed_cells["PPO"]["returns"] == cells["PPO"]["returns"]
+    assert timed_cells["frozen"]["returns"] != timed_cells["learned"]["returns"]
+    d = timed_cells["learned"]["vs_frozen"]
+    assert d["ci"][0] <= d["difference"] <= d["ci"][1]
+    assert d["difference"] == pytest.approx(timed_cells["learned"]["mean"] - timed_cells["frozen"]["mean"])
+
+
+def test_time_frozen_is_refused_where_there_is_no_time_input(tmp_path):
+    config = DriftConfig(family="lpo", hidden_size=4)
+    meta = {"drift": dataclasses.asdict(config), "env": "CartPole-v1", "ppo": dataclasses.asdict(TINY_PPO)}
+    lpo = save_drift(tmp_path / "lpo_drift.npz", make_drift(config).init(jax.random.PRNGKey(0)), meta)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["transfer", str(lpo), "--envs", "CartPole-v1", "--time-frozen", "--out", str(out)])
+    one_line_error(result, "lpo_drift.npz", "--time-frozen needs a drift with time inputs", "'lpo'")
+    assert not out.exists()
+    result = runner.invoke(app, ["transfer", "adam", "--time-frozen", "--out", str(out)])
+    one_line_error(result, "--time-frozen", "ONE RL run directory or drift file")
+    assert not out.exists()

@@ -35,7 +35,7 @@ import hashlib
 import json
 import math
 import pathlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import jax
@@ -47,14 +47,17 @@ from discover.infra.rundir import RunDir, RunDirError, TBLogger
 from discover.infra.sharding import population_mesh, sharded
 from discover.shared import stats
 from discover.shared.drift_io import DriftFileError, load_distilled, load_drift
+from discover.shared.rl_transfer_report import json_report, markdown_report, transfer_figure
 from envs import rl_envs
-from envs.ppo import PPOConfig, make_population_lifetime_train, make_random_policy, num_updates
+from envs.ppo import PPOConfig, log_horizon, make_population_lifetime_train, make_random_policy, num_updates
 from search_spaces.drift import DriftConfig, make_drift, switch_drift
 
 DEFAULT_HORIZONS = (0.25, 0.5, 1.0, 2.0, 4.0)
 DEFAULT_SEEDS = 16
 METHODS = ("PPO", "DPO", "learned")
 DISTILLED = "distilled"
+FROZEN = "frozen"  # the learned drift with its time inputs held fixed (--time-frozen)
+FROZEN_PROGRESS = 0.5  # n/N the frozen drift always sees (mid-training); log N: the meta-training lifetime's
 TRANSFER_SEED = 7
 RANDOM_SEED = 11  # seeds of the random policy (independent of the trained agents')
 RANDOM_VERSION = 1  # bump when what a random-policy return means changes
@@ -97,11 +100,25 @@ def _as_drift_fn(distilled: DistilledDrift):
 # ----------------------------------------------------------------------------------------------------------
 # Trainers (one compile per env: every horizon up to the longest)
 # ----------------------------------------------------------------------------------------------------------
+def frozen_in_time(apply, progress: float, log_n: float):
+    """``apply`` blind to time: it always sees ``progress`` as n/N and ``log_n`` as log10 N, whatever the run's.
+    Against the drift itself on the same seeds this tests whether its gain comes from using time."""
+
+    def frozen(params, ratio, advantage, _progress, _log_horizon):
+        return apply(params, ratio, advantage, jnp.float32(progress), jnp.float32(log_n))
+
+    return frozen
+
+
+def _methods(distilled, frozen_time) -> tuple[str, ...]:
+    return METHODS + ((DISTILLED,) if distilled is not None else ()) + ((FROZEN,) if frozen_time is not None else ())
+
+
 @functools.lru_cache(maxsize=64)
 def _comparison_trainer(env_name: str, ppo: PPOConfig, drift: DriftConfig, max_updates: int,
-                        distilled: DistilledDrift | None = None):
-    """Sharded trainer over members (method index, params) x one seed each: 0 PPO, 1 DPO, 2 the learned family,
-    3 the distilled drift (when given)."""
+                        distilled: DistilledDrift | None = None, frozen_time: tuple[float, float] | None = None):
+    """Sharded trainer over members (method index, params) x one seed each, in :func:`_methods`' order: PPO, DPO,
+    the learned family, then the distilled drift and the learned one frozen in time (when asked for)."""
     fns = [
         make_drift(dataclasses.replace(drift, family="ppo", ppo_init=False)).apply,
         make_drift(dataclasses.replace(drift, family="dpo", ppo_init=False)).apply,
@@ -109,6 +126,8 @@ def _comparison_trainer(env_name: str, ppo: PPOConfig, drift: DriftConfig, max_u
     ]
     if distilled is not None:
         fns.append(_as_drift_fn(distilled))
+    if frozen_time is not None:
+        fns.append(frozen_in_time(make_drift(drift).apply, *frozen_time))
     train = make_population_lifetime_train(env_name, ppo, switch_drift(fns), max_updates)
     return sharded(train, population_mesh("all"))
 
@@ -168,18 +187,21 @@ def _at_horizon(reference: PPOConfig, multiple: float) -> PPOConfig:
 
 
 def evaluate_cell(env_name: str, ppo: PPOConfig, drift: DriftConfig, params: Any, seeds: int, key,
-                  max_updates: int | None = None, distilled: DistilledDrift | None = None) -> dict:
+                  max_updates: int | None = None, distilled: DistilledDrift | None = None,
+                  frozen_time: tuple[float, float] | None = None) -> dict:
     """Final returns (``seeds`` per method, NaN where training failed) of PPO, DPO, the learned drift (and the
-    distilled one) on one env and horizon; every method trains on the same seeds."""
+    distilled one, and the learned one frozen at ``frozen_time`` = (n/N, log10 N)) on one env and horizon; every
+    method trains on the same seeds."""
     n = num_updates(ppo)
-    methods = METHODS + ((DISTILLED,) if distilled is not None else ())
+    methods = _methods(distilled, frozen_time)
     # The trainer never reads total_timesteps (its lifetime is n): one compile serves every horizon of an env.
     train = _comparison_trainer(env_name, dataclasses.replace(ppo, total_timesteps=1), drift, max_updates or n,
-                                distilled)
+                                distilled, frozen_time)
     m, members = len(methods), len(methods) * seeds
     index = jnp.repeat(jnp.arange(m), seeds)
     learned = jax.tree.map(lambda x: jnp.broadcast_to(x, (members,) + x.shape), params)
-    per_fn = ({}, {}, learned) + (({},) if distilled is not None else ())
+    per_fn = ({}, {}, learned) + (({},) if distilled is not None else ()) + ((learned,) if frozen_time is not None
+                                                                           else ())
     seed_keys = jnp.tile(jax.random.split(key, seeds), (m, 1))[:, None]
     metrics = train(seed_keys, (index, per_fn), jnp.full((members,), n, jnp.int32))
     finals = np.asarray(metrics["final_return"], np.float64).reshape(m, seeds)
@@ -247,76 +269,6 @@ def cell_statistics(scores: np.ndarray, ppo_scores: np.ndarray | None, seed: int
     return out
 
 
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None or not math.isfinite(value) else f"{value:.3f}"
-
-
-def _fmt_interval(point: float, ci: Sequence[float]) -> str:
-    return f"{_fmt(point)} [{_fmt(ci[0])}, {_fmt(ci[1])}]"
-
-
-UNDEFINED = "PPO ≈ random"
-
-
-def transfer_table(rows: list[dict], methods: Sequence[str]) -> str:
-    challengers = [m for m in methods if m != "PPO"]
-    head = ["env", "horizon", "env steps", "random return", "PPO return", *methods,
-            *[f"P({m} > PPO)" for m in challengers]]
-    lines = ["| " + " | ".join(head) + " |", "| " + " | ".join(["---"] + ["---:"] * (len(head) - 1)) + " |"]
-    for row in rows:
-        cells = [row["env"], f"{row['horizon']:g}x", f"{row['total_timesteps']:,}", f"{row['random_return']:.1f}",
-                 f"{row['ppo_return']:.1f}"]
-        if row["defined"]:
-            cells += [_fmt_interval(row[m]["iqm"], row[m]["ci"]) for m in methods]
-            cells += [_fmt_interval(row[m]["poi"], row[m]["poi_ci"]) for m in challengers]
-        else:
-            cells += [UNDEFINED] * len(methods) + ["–"] * len(challengers)
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def normalizer_table(rows: list[dict], methods: Sequence[str]) -> str:
-    lines = ["| env | horizon | " + " | ".join(methods) + " |",
-             "| --- | ---: | " + " | ".join(["---:"] * len(methods)) + " |"]
-    for row in rows:
-        values = ([_fmt_interval(row[m]["iqm"], row[m]["ci_with_normalizer"]) for m in methods] if row["defined"]
-                  else [UNDEFINED] * len(methods))
-        lines.append(f"| {row['env']} | {row['horizon']:g}x | " + " | ".join(values) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def aggregate_table(aggregates: list[dict], methods: Sequence[str]) -> str:
-    lines = ["| cells | count | " + " | ".join(methods) + " |",
-             "| --- | ---: | " + " | ".join(["---:"] * len(methods)) + " |"]
-    for agg in aggregates:
-        values = [_fmt_interval(agg[m]["iqm"], agg[m]["ci"]) for m in methods]
-        lines.append(f"| {agg['cells']} | {agg['count']} | " + " | ".join(values) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def transfer_figure(rows: list[dict], methods: Sequence[str]):
-    from matplotlib.figure import Figure
-
-    envs = list(dict.fromkeys(row["env"] for row in rows))
-    fig = Figure(figsize=(4.6 * len(envs), 3.8))
-    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.15, top=0.88, wspace=0.3)
-    for i, env in enumerate(envs):
-        ax = fig.add_subplot(1, len(envs), i + 1)
-        mine = [row for row in rows if row["env"] == env and row["defined"]]
-        x = np.array([row["horizon"] for row in mine])
-        for method in methods:
-            iqm = np.array([row[method]["iqm"] for row in mine])
-            lo = np.array([row[method]["ci"][0] for row in mine])
-            hi = np.array([row[method]["ci"][1] for row in mine])
-            ax.errorbar(x, iqm, yerr=[iqm - lo, hi - iqm], marker="o", capsize=3, label=method)
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("training horizon (x reference)")
-        ax.set_ylabel("IQM score (PPO = 1, random = 0)")
-        ax.set_title(env, fontsize=10)
-        ax.legend(fontsize=8)
-    return fig
-
-
 # ----------------------------------------------------------------------------------------------------------
 # The command
 # ----------------------------------------------------------------------------------------------------------
@@ -349,13 +301,16 @@ def run_rl_transfer(
     distilled: DistilledDrift | None = None,
     cache_dir: str | pathlib.Path | None = None,
     seed_offset: int = 0,
+    time_frozen: bool = False,
 ) -> str:
     """Evaluates a learned drift (and optionally a distilled one) against PPO and DPO on ``envs`` x
     ``horizons`` with ``seeds`` seeds per method and cell; writes transfer.md / .json / .png and TensorBoard
     (text + figure) into ``out_dir`` (default: the run directory, or the drift file's folder). Random-policy
     returns are cached in ``cache_dir`` (default: ``.rl_baselines`` beside the output folder). ``seed_offset`` > 0
     trains every method on other seeds (the same table replicated; PPO's own replicate shows how far a method
-    equal to PPO moves against another set's normalizer). Returns the markdown.
+    equal to PPO moves against another set's normalizer). ``time_frozen`` adds the learned drift blind to time
+    (:func:`frozen_in_time` at n/N = 0.5 and the meta-training lifetime's log N) and, per cell, the learned drift's
+    paired difference from it. Returns the markdown.
 
     ``transfer.json``: ``{"cells": [{"env", "horizon", "method", "iqm", "ci": [lo, hi], "mean", "seeds",
     "defined", ...}], "aggregates": [...], ...}``; a cell whose normalizer is undefined has nulls."""
@@ -368,7 +323,13 @@ def run_rl_transfer(
     train_ppo = PPOConfig(**meta["ppo"])
     trained = meta_training_envs(meta)
     envs = envs or default_envs(meta)
-    methods = METHODS + ((DISTILLED,) if distilled is not None else ())
+    frozen_time = None
+    if time_frozen:
+        if family.config.family not in ("talpo", "ppo_schedule"):
+            raise DriftFileError(drift_file, f"--time-frozen needs a drift with time inputs (talpo or ppo_schedule); "
+                                             f"this one is {family.config.family!r}")
+        frozen_time = (FROZEN_PROGRESS, log_horizon(train_ppo))
+    methods = _methods(distilled, frozen_time)
     target = (
         pathlib.Path(out_dir) if out_dir is not None else (run.path if run is not None else drift_file.parent)
     )
@@ -386,7 +347,7 @@ def run_rl_transfer(
         max_updates = max(num_updates(c) for c in configs)
         for h, (multiple, ppo) in enumerate(zip(horizons, configs)):
             key = jax.random.fold_in(jax.random.fold_in(base_key, e), h)
-            finals = evaluate_cell(env, ppo, family.config, params, seeds, key, max_updates, distilled)
+            finals = evaluate_cell(env, ppo, family.config, params, seeds, key, max_updates, distilled, frozen_time)
             random = random_returns(env, ppo, seeds, cache, max_updates)
             defined, scores = normalized_scores(finals, random)
             row = {"env": env, "horizon": multiple, "total_timesteps": ppo.total_timesteps,
@@ -403,6 +364,9 @@ def run_rl_transfer(
                     entry["ci_with_normalizer"] = list(iqm_with_normalizer(
                         finals[method], finals["PPO"], float(np.mean(random)), seed=_seed_of(env, multiple, i, "n"))[1])
                 row[method] = entry
+            if frozen_time is not None and defined:  # the paired test of time use: same seeds, same normalizer
+                paired = stats.paired(scores["learned"], scores[FROZEN])
+                row["learned"]["vs_frozen"] = {**paired.to_json(), "verdict": paired.verdict(lower_is_better=False)}
             rows.append(row)
 
     aggregates = []
@@ -416,11 +380,11 @@ def run_rl_transfer(
             agg[method] = {"iqm": point, "ci": [ci[0], ci[1]]}
         aggregates.append(agg)
 
-    markdown = _markdown(drift_file, meta, " + ".join(trained), train_ppo, seeds, rows, aggregates, methods,
-                         seed_offset)
+    markdown = markdown_report(drift_file, meta, " + ".join(trained), train_ppo, seeds, rows, aggregates, methods,
+                               changed_ppo_settings(train_env, train_ppo), seed_offset, frozen_time)
     out = RunDir(target)
     out.write_text("transfer.md", markdown)
-    out.write_json("transfer.json", {**_json(drift_file, meta, seeds, rows, aggregates, methods),
+    out.write_json("transfer.json", {**json_report(drift_file, meta, seeds, rows, aggregates, methods, frozen_time),
                                      "seed_offset": seed_offset})
     fig = transfer_figure(rows, methods)
     fig.savefig(out.file("transfer.png"), dpi=90)
@@ -429,57 +393,3 @@ def run_rl_transfer(
     logger.figure("transfer/plot", fig, 0, close=False)
     logger.close()
     return markdown
-
-
-def _markdown(drift_file, meta, train_env, train_ppo, seeds, rows, aggregates, methods, seed_offset=0) -> str:
-    trained = meta.get("horizons")
-    lifetimes = f", lifetimes {', '.join(f'{m:g}x' for m in trained)}" if trained else ""
-    for env, multiples in (meta.get("env_horizons") or {}).items():  # horizon.per_env
-        lifetimes += f" ({env}: {', '.join(f'{m:g}x' for m in multiples)})"
-    title = (f"Transfer of {drift_file.name} (meta-trained on {train_env}, {train_ppo.total_timesteps:,} steps"
-             f"{lifetimes}), {seeds} seeds per method and cell"
-             + (f" (seed offset {seed_offset})" if seed_offset else ""))
-    changed = changed_ppo_settings(train_env, train_ppo)
-    if changed:
-        title += "; PPO settings on every env: PureJaxRL's with " + ", ".join(f"{k}={v:g}" if isinstance(v, float)
-                                                                           else f"{k}={v}" for k, v in changed.items())
-    undefined = sum(not r["defined"] for r in rows)
-    notes = [
-        ("Score of a run: (R - R_random) / (R_PPO - R_random), with R_PPO the mean of PPO's runs in the same cell "
-         "and R_random a uniformly random policy's mean return there. Each cell: IQM over seeds [95% bootstrap "
-         "interval]; P(X > PPO): the probability that a run of X beats a run of PPO [95% interval]."),
-    ]
-    if undefined:
-        notes.append(f"{UNDEFINED}: PPO is not above the random policy beyond 2 standard errors there, so no score "
-                     f"is defined ({undefined} cell{'s' if undefined > 1 else ''}).")
-    failures = sum(r[m]["failures"] for r in rows for m in methods)
-    if failures:
-        notes.append(f"{failures} run(s) produced NaN/inf and score 0.")
-    text = f"### {title}\n\n" + " ".join(notes) + "\n\n" + transfer_table(rows, methods)
-    text += ("\nThe same IQMs with intervals that also redraw PPO's runs, the normalizer (a joint bootstrap over "
-             "the seeds every method shares): a cell's interval above counts the method's runs only.\n\n"
-             + normalizer_table(rows, methods))
-    if aggregates:
-        text += ("\nAggregate IQM over cells (stratified bootstrap, 95% interval); held-out envs are those other "
-                 f"than {train_env}:\n\n" + aggregate_table(aggregates, methods))
-    return text
-
-
-def _json(drift_file, meta, seeds, rows, aggregates, methods) -> dict:
-    cells = []
-    for row in rows:
-        for method in methods:
-            entry = row[method]
-            cell = {"env": row["env"], "horizon": row["horizon"], "method": method, "seeds": seeds,
-                    "defined": row["defined"], "iqm": entry.get("iqm"), "ci": entry.get("ci"),
-                    "mean": entry.get("mean"), "total_timesteps": row["total_timesteps"],
-                    "held_out": row["held_out"], "ppo_return": row["ppo_return"],
-                    "random_return": row["random_return"], "returns": entry["returns"],
-                    "failures": entry["failures"]}
-            if row["defined"]:
-                cell["ci_with_normalizer"] = entry["ci_with_normalizer"]
-            if method != "PPO" and row["defined"]:
-                cell.update(poi=entry["poi"], poi_ci=entry["poi_ci"])
-            cells.append(cell)
-    return {"drift": str(drift_file), "meta": meta, "seeds": seeds, "methods": list(methods), "cells": cells,
-            "aggregates": aggregates}
