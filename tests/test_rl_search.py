@@ -474,3 +474,53 @@ class _NullTB:
         import matplotlib.pyplot as plt
 
         plt.close(args[1])
+
+
+def test_final_drift_is_written_before_the_final_evaluation_which_can_be_skipped(tiny_run):
+    """final_drift.npz is on disk before the final evaluation starts (a run stopped there keeps it), and with
+    fitness.final_evaluation false no training runs after the last generation: best_drift.npz is the final ES
+    mean, unscored, and the headline says so."""
+    root, _, _, _ = tiny_run
+    search = RLObjectiveSearch()
+    calls = []
+
+    def prepared(name, *overrides):
+        config = load_config(RLSearchConfig, TINY, [f"fitness.cache_dir={root / 'baseline-cache'}", "es.generations=1",
+                                                     *overrides])
+        ctx = search.prepare(config, RunDir.create(root, name, dump_config(config)), NullProgress())
+        rows_n = ctx.search.rows
+
+        def fake_train_rows(keys, params, n_updates, env=0):
+            calls.append(name)
+            if ctx.run_dir.file("final_drift.npz").exists():
+                raise KeyboardInterrupt  # the final evaluation: stopped here
+            seeds = keys.shape[1]
+            zeros = np.zeros((rows_n, seeds, max(ctx.search.horizon_updates)), np.float32)
+            final = np.broadcast_to(np.arange(rows_n, dtype=np.float32)[:, None] * 10.0, (rows_n, seeds))
+            return {"final_return": final, "finite": np.ones((rows_n, seeds), bool), "return_sum": zeros,
+                    "episode_count": zeros}
+
+        ctx.search.train_rows = fake_train_rows
+        state, _ = search.step(search.init(ctx), ctx)
+        return ctx, state
+
+    ctx, state = prepared("stopped")
+    with pytest.raises(KeyboardInterrupt):
+        search.finish(state, ctx, _NullTB())
+    assert calls == ["stopped", "stopped"]  # the generation, then the final evaluation's first call
+    mean = ctx.search.strategy.get_mean(state.es_state)
+    _, params, _ = load_drift(ctx.run_dir.file("final_drift.npz"))
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(mean)))
+    assert not ctx.run_dir.file("best_drift.npz").exists()
+
+    ctx, state = prepared("skipped", "fitness.final_evaluation=false")
+    summary = search.finish(state, ctx, _NullTB())
+    assert calls[2:] == ["skipped"]  # only the generation trained
+    mean = ctx.search.strategy.get_mean(state.es_state)
+    for name in ("final_drift.npz", "best_drift.npz"):
+        _, params, meta = load_drift(ctx.run_dir.file(name))
+        assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(mean)))
+    assert "normalized_return" not in meta and "not re-evaluated" in meta["chosen"]
+    assert summary.final_eval_runs == 0 and not np.isfinite(summary.best_drift_normalized_return)
+    assert "not scored here (fitness.final_evaluation: false)" in "\n".join(summary.headline())
+    assert set(summary.hparam_metrics()) == {"dpo_normalized_return"}

@@ -152,6 +152,12 @@ class FitnessSection:
     cache_dir: str | None = dataclasses.field(
         default=None, metadata={"help": "where baseline returns are cached; null = <run root>/.rl_baselines"}
     )
+    final_evaluation: bool = dataclasses.field(
+        default=True,
+        metadata={"help": "after the last generation, choose between the final and the best mean on fresh seeds and "
+                          "score the chosen one (2 x (popsize + 1) x train_seeds runs per bucket); false: "
+                          "best_drift.npz is the final ES mean, unscored (score it with discover transfer)"},
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,8 +18,10 @@ their config as JSON; no pickle), ``drift.png``, ``results.json``, TensorBoard e
 curves, pictures of the drift over (r, A) at n/N = 0, 0.5, 1 next to PPO's and DPO's) and orbax checkpoints of the
 whole search state (resume is exact).
 
-After the last generation the final ES mean and the best-scoring mean are re-evaluated on fresh seeds at every env
-and horizon (one population-sized call per bucket, half the rows each) and the better one on average is chosen;
+After the last generation ``final_drift.npz`` (the final ES mean) is written; then, unless
+``fitness.final_evaluation`` is false, the final ES mean and the best-scoring mean are re-evaluated on fresh seeds
+at every env and horizon (one population-sized call per bucket, half the rows each) and the better one on average
+is chosen;
 the chosen drift is then scored again on another set of fresh seeds (a second call per bucket), and that score is
 the one reported: selection and report never share seeds.
 """
@@ -117,7 +119,8 @@ class RLSummary(Summary):
              f"standard error, averaged over {horizons} of {self.total_timesteps:,} steps):"),
             (f"  learned drift ({self.best_drift_is}): {self.best_drift_normalized_return:.3f} ± "
              f"{self.best_drift_stderr:.3f}  ({self.final_eval_runs} fresh runs per horizon, seeds not used to "
-             "choose it)"),
+             "choose it)") if self.final_eval_runs else
+            f"  learned drift ({self.best_drift_is}): not scored here (fitness.final_evaluation: false)",
             *([f"    per horizon: {per}"] if len(learned) > 1 else []),
             (f"  PPO: {self.ppo_normalized_return:.3f} ± {self.ppo_stderr:.3f}   "
              f"DPO: {self.dpo_normalized_return:.3f} ± {self.dpo_stderr:.3f}  (baseline seeds)"),
@@ -125,8 +128,9 @@ class RLSummary(Summary):
         ]
 
     def hparam_metrics(self) -> dict[str, float]:
-        return {"best_drift_normalized_return": self.best_drift_normalized_return,
-                "dpo_normalized_return": self.dpo_normalized_return}
+        metrics = {"best_drift_normalized_return": self.best_drift_normalized_return,
+                   "dpo_normalized_return": self.dpo_normalized_return}
+        return {k: v for k, v in metrics.items() if math.isfinite(v)}  # unscored: fitness.final_evaluation false
 
 
 @dataclasses.dataclass
@@ -229,6 +233,13 @@ def final_evaluation(state: SearchState, ctx: SearchContext) -> dict:
     return {"winner": winner, "params": chosen, "final_params": final_params, "selection": scores,
             "normalized_return": mean, "stderr": stderr, "per_horizon": per_horizon,
             "runs": ctx.rows * ctx.config.es.train_seeds, "curve": curve}
+
+
+def _unevaluated(final_params: Any) -> dict:
+    """``final_evaluation``'s result when it is skipped: the final ES mean, with no score."""
+    nan = float("nan")
+    return {"winner": "final mean, not re-evaluated", "params": final_params, "final_params": final_params,
+            "selection": {}, "normalized_return": nan, "stderr": nan, "per_horizon": {}, "runs": 0, "curve": None}
 
 
 def _baseline_scores(ctx: RunContext) -> dict[str, dict[str, dict]]:
@@ -349,19 +360,26 @@ class RLObjectiveSearch:
 
     def finish(self, state: SearchState, ctx: RunContext, tb: TBLogger) -> RLSummary:
         config, run_dir = ctx.config, ctx.run_dir
-        final = final_evaluation(state, ctx.search)
         log_h = float(ctx.horizon)
+        # Written before the final evaluation, which can cost as much as the last generations: a run stopped
+        # there still leaves its final ES mean.
+        final_params = ctx.search.strategy.get_mean(state.es_state)
+        save_drift(run_dir.file("final_drift.npz"), final_params, _drift_meta(config, log_horizon=log_h))
+        if config.fitness.final_evaluation:
+            final = final_evaluation(state, ctx.search)
+            chosen = {"normalized_return": final["normalized_return"], "chosen": final["winner"]}
+        else:
+            final = _unevaluated(final_params)
+            chosen = {"chosen": "final (not re-evaluated: fitness.final_evaluation false)"}
         baseline_scores = _baseline_scores(ctx)
         ppo_mean, ppo_se = _over_horizons(baseline_scores["ppo"])
         dpo_mean, dpo_se = _over_horizons(baseline_scores["dpo"])
-        save_drift(run_dir.file("final_drift.npz"), final["final_params"], _drift_meta(config, log_horizon=log_h))
-        save_drift(run_dir.file("best_drift.npz"), final["params"],
-                   _drift_meta(config, log_horizon=log_h, normalized_return=final["normalized_return"],
-                               chosen=final["winner"]))
+        save_drift(run_dir.file("best_drift.npz"), final["params"], _drift_meta(config, log_horizon=log_h, **chosen))
         fig = drift_figure(ctx.search.family, final["params"], ctx.horizon, "learned")
         fig.savefig(run_dir.file("drift.png"), dpi=90)
         tb.figure("drift/best", fig, config.es.generations, close=False)
-        curves = {"learned (best drift)": final["curve"], **ctx.baseline_curves()}
+        learned_curve = {} if final["curve"] is None else {"learned (best drift)": final["curve"]}
+        curves = {**learned_curve, **ctx.baseline_curves()}
         tb.figure("returns/best_vs_baselines", curves_figure(curves, ctx.steps_per_update, config.env.name),
                   config.es.generations, close=False)
         labels = [ctx.search.label(k) for k in range(len(ctx.search.multiples))]
@@ -379,7 +397,7 @@ class RLObjectiveSearch:
             dpo_normalized_return=dpo_mean, dpo_stderr=dpo_se,
             best_mean_drift_during_search=float(state.best_score), best_generation=int(state.best_generation) + 1,
             best_drift_normalized_return=final["normalized_return"], best_drift_stderr=final["stderr"],
-            best_drift_is="best-during-search mean" if final["winner"] == "best" else "final mean",
+            best_drift_is={"best": "best-during-search mean", "final": "final mean"}.get(final["winner"], final["winner"]),
             per_horizon={"learned": final["per_horizon"], **baseline_scores},
             final_eval_runs=final["runs"], selection=final["selection"],
             history={k: [None if not np.isfinite(x) else float(x) for x in np.asarray(v)]
