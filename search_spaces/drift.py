@@ -37,6 +37,7 @@ from envs.ppo import DriftFn
 
 FAMILIES = ("talpo", "lpo", "ppo_schedule", "ppo", "dpo")
 LEARNED_FAMILIES = ("talpo", "lpo", "ppo_schedule")
+TIME_FAMILIES = ("talpo", "ppo_schedule")  # the learned families whose drift sees training progress n/N
 SCHEDULE_LIMIT = 4.0  # |s|, |e| <= 4: penalty weight and clip range within a factor e^4 ~ 55 of PPO's
 OUTPUT_OFFSET = 1e-4
 

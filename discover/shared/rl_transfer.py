@@ -50,7 +50,7 @@ from discover.shared.drift_io import DriftFileError, load_distilled, load_drift
 from discover.shared.rl_transfer_report import json_report, markdown_report, transfer_figure
 from envs import rl_envs
 from envs.ppo import PPOConfig, log_horizon, make_population_lifetime_train, make_random_policy, num_updates
-from search_spaces.drift import DriftConfig, make_drift, switch_drift
+from search_spaces.drift import TIME_FAMILIES, DriftConfig, make_drift, switch_drift
 
 DEFAULT_HORIZONS = (0.25, 0.5, 1.0, 2.0, 4.0)
 DEFAULT_SEEDS = 16
@@ -119,15 +119,16 @@ def _comparison_trainer(env_name: str, ppo: PPOConfig, drift: DriftConfig, max_u
                         distilled: DistilledDrift | None = None, frozen_time: tuple[float, float] | None = None):
     """Sharded trainer over members (method index, params) x one seed each, in :func:`_methods`' order: PPO, DPO,
     the learned family, then the distilled drift and the learned one frozen in time (when asked for)."""
+    learned = make_drift(drift).apply
     fns = [
         make_drift(dataclasses.replace(drift, family="ppo", ppo_init=False)).apply,
         make_drift(dataclasses.replace(drift, family="dpo", ppo_init=False)).apply,
-        make_drift(drift).apply,
+        learned,
     ]
     if distilled is not None:
         fns.append(_as_drift_fn(distilled))
     if frozen_time is not None:
-        fns.append(frozen_in_time(make_drift(drift).apply, *frozen_time))
+        fns.append(frozen_in_time(learned, *frozen_time))
     train = make_population_lifetime_train(env_name, ppo, switch_drift(fns), max_updates)
     return sharded(train, population_mesh("all"))
 
@@ -325,9 +326,9 @@ def run_rl_transfer(
     envs = envs or default_envs(meta)
     frozen_time = None
     if time_frozen:
-        if family.config.family not in ("talpo", "ppo_schedule"):
-            raise DriftFileError(drift_file, f"--time-frozen needs a drift with time inputs (talpo or ppo_schedule); "
-                                             f"this one is {family.config.family!r}")
+        if family.config.family not in TIME_FAMILIES:
+            raise DriftFileError(drift_file, f"--time-frozen needs a drift with time inputs "
+                                             f"({' or '.join(TIME_FAMILIES)}); this one is {family.config.family!r}")
         frozen_time = (FROZEN_PROGRESS, log_horizon(train_ppo))
     methods = _methods(distilled, frozen_time)
     target = (
